@@ -1,0 +1,121 @@
+"""Flags every command shares, and turning them into a Source."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+from datetime import UTC, datetime
+from typing import Any
+
+from ..errors import UsageError
+from ..render import FORMATS
+from ..sources import Source
+
+TIMEOUT_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
+
+
+def parse_duration(value: str) -> float:
+    """kubectl's --request-timeout: a bare integer is seconds, else a Go duration (1m30s); 0 = none."""
+    text = value.strip()
+    if text.isdigit():
+        return float(text)
+    pos, total = 0, 0.0
+    for match in _DURATION_PART.finditer(text):
+        if match.start() != pos:
+            break
+        total += float(match.group(1)) * TIMEOUT_UNITS[match.group(2)]
+        pos = match.end()
+    if pos != len(text) or not text:
+        raise argparse.ArgumentTypeError(
+            "Invalid timeout value. Timeout must be a single integer in seconds, or an integer followed by "
+            "a corresponding time unit (e.g. 1s | 2m | 3h)"
+        )
+    return total
+
+
+def output_parent() -> argparse.ArgumentParser:
+    parent = argparse.ArgumentParser(add_help=False)
+    group = parent.add_argument_group("output")
+    group.add_argument(
+        "-o", "--output", choices=FORMATS, default="table", help="output format (default: table)"
+    )
+    group.add_argument("--query", metavar="JMESPATH", help="JMESPath expression applied to the JSON output")
+    group.add_argument("--no-color", action="store_true", help="no colour (also: NO_COLOR set)")
+    return parent
+
+
+def source_parent() -> argparse.ArgumentParser:
+    parent = argparse.ArgumentParser(add_help=False)
+    group = parent.add_argument_group("where to read from")
+    group.add_argument("-n", "--namespace", help="namespace (default: the context's, else 'default')")
+    group.add_argument("--snapshot", metavar="DIR", help="read a saved snapshot instead of the cluster")
+    group.add_argument("--kubeconfig", help="path to the kubeconfig file")
+    group.add_argument("--context", help="kubeconfig context to use")
+    group.add_argument("--cluster", help="kubeconfig cluster to use")
+    group.add_argument("--user", help="kubeconfig user to use")
+    group.add_argument(
+        "--request-timeout",
+        type=parse_duration,
+        default=0.0,
+        metavar="DURATION",
+        help="per API request timeout (e.g. 5, 5s, 1m; 0 = none)",
+    )
+    group.add_argument("--istioctl", metavar="PATH", help="istioctl binary (default: istioctl on PATH)")
+    group.add_argument(
+        "--istioctl-timeout",
+        type=parse_duration,
+        default=30.0,
+        metavar="DURATION",
+        help="timeout per istioctl call (default 30s)",
+    )
+    return parent
+
+
+def open_source(args: argparse.Namespace) -> Source:
+    if args.snapshot:
+        from ..sources.snapshot import SnapshotSource
+
+        return SnapshotSource(args.snapshot)
+    from ..sources.live import Connection, LiveSource
+
+    return LiveSource(
+        Connection(
+            kubeconfig=args.kubeconfig,
+            context=args.context,
+            cluster=args.cluster,
+            user=args.user,
+            request_timeout=args.request_timeout or None,
+            istioctl=args.istioctl,
+            istioctl_timeout=args.istioctl_timeout,
+        )
+    )
+
+
+def namespace_of(args: argparse.Namespace, source: Source) -> str:
+    return str(args.namespace) if args.namespace else source.default_namespace()
+
+
+def now() -> datetime:
+    """The clock; KUBECTL_MTLS_NOW (RFC 3339) pins it, to replay an old snapshot as of its day."""
+    pinned = os.environ.get("KUBECTL_MTLS_NOW")
+    if pinned:
+        try:
+            moment = datetime.fromisoformat(pinned.replace("Z", "+00:00"))
+        except ValueError:
+            raise UsageError(f"KUBECTL_MTLS_NOW={pinned!r} is not an RFC 3339 time") from None
+        return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    return datetime.now(UTC)
+
+
+def require(condition: bool, message: str) -> None:
+    if not condition:
+        raise UsageError(message)
+
+
+def pod_names(pods: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    return [
+        ((p.get("metadata") or {}).get("namespace", ""), (p.get("metadata") or {}).get("name", ""))
+        for p in pods
+    ]

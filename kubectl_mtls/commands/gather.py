@@ -1,0 +1,55 @@
+"""Read pods and their proxies from a source and normalize them, concurrently for many pods."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
+from typing import Any
+
+from ..errors import MtlsError
+from ..model import Proxy
+from ..normalize import pod as podinfo
+from ..normalize.dump import split
+from ..normalize.proxy import build
+from ..sources import Source
+from ..sources.snapshot import FROM_DUMP
+
+WORKERS = 8  # istioctl calls are mostly waiting on port-forwards; more would load the API server
+
+
+def load_proxy(
+    source: Source, namespace: str, name: str, now: datetime, pod: dict[str, Any] | None = None
+) -> Proxy:
+    """One pod's model. Errors propagate: commands about named pods stop on them."""
+    if pod is None:
+        pod = source.get_pod(namespace, name)
+    kind = podinfo.sidecar_kind(pod)
+    if kind not in ("present", "native"):
+        note = (
+            "pod has no istio-proxy sidecar"
+            if kind == "absent"
+            else "ambient pod: ztunnel holds its identity"
+        )
+        return build(namespace, name, pod, None, now, [note])
+    documents = source.proxy_documents(namespace, name)
+    from_dump = ((pod.get("metadata") or {}).get("annotations") or {}).get(FROM_DUMP)
+    return build(namespace, name, None if from_dump else pod, split(documents), now)
+
+
+def load_many(
+    source: Source, pods: list[dict[str, Any]], now: datetime
+) -> tuple[list[Proxy], list[dict[str, str]]]:
+    """Models of many pods; the ones that could not be read go to `incomplete` with the error line."""
+
+    def one(pod: dict[str, Any]) -> Proxy | dict[str, str]:
+        namespace, name = podinfo.name_of(pod)
+        try:
+            return load_proxy(source, namespace, name, now, pod)
+        except MtlsError as exc:
+            return {"namespace": namespace, "pod": name, "error": str(exc)}
+
+    with ThreadPoolExecutor(max_workers=WORKERS) as pool:
+        results = list(pool.map(one, pods))
+    proxies = [r for r in results if isinstance(r, Proxy)]
+    incomplete = [r for r in results if isinstance(r, dict)]
+    return proxies, incomplete

@@ -1,0 +1,118 @@
+"""`kubectl mtls proxy POD`: the normalized model of one sidecar."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from ..render import Style, columns, emit
+from ..sources import parse_pod_ref
+from .common import namespace_of, now, open_source
+from .gather import load_proxy
+
+
+def register(sub: Any, output: argparse.ArgumentParser, source: argparse.ArgumentParser) -> None:
+    parser = sub.add_parser(
+        "proxy",
+        parents=[source, output],
+        help="show one sidecar's normalized mTLS config",
+        description="Show what one sidecar holds and enforces: identity, workload certificate chain, "
+        "trusted roots, inbound mode per port and the TLS of every outbound cluster.",
+        epilog="examples:\n  kubectl mtls proxy productpage-v1-6b746f74dc-9stvs -n bookinfo\n"
+        "  kubectl mtls proxy bookinfo/reviews-v1-545db77b95-2ps7q -o json \\\n"
+        "      --query 'clusters[?tls_mode==`DISABLE`].host'",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("pod", help="POD, NAMESPACE/POD or POD.NAMESPACE")
+    parser.set_defaults(handler=run)
+
+
+def short(fp: str | None, wide: bool) -> str:
+    if not fp:
+        return ""
+    return fp if wide else fp[:23] + "…"
+
+
+def run(args: argparse.Namespace) -> int:
+    source = open_source(args)
+    namespace, name = parse_pod_ref(args.pod, namespace_of(args, source) if not _qualified(args.pod) else "")
+    proxy = load_proxy(source, namespace, name, now())
+    style = Style.detect(args.no_color)
+    emit(proxy.model, args.output, args.query, lambda m, wide: table(m, wide, style))
+    return 0
+
+
+def _qualified(ref: str) -> bool:
+    return "/" in ref or "." in ref
+
+
+def table(model: dict[str, Any], wide: bool, style: Style) -> str:
+    out: list[str] = []
+    proxy = model.get("proxy") or {}
+    version = f", istio {proxy['istio_version']}" if proxy.get("istio_version") else ""
+    out.append(f"POD        {model['namespace']}/{model['pod']} (sidecar {model['sidecar']}{version})")
+    out.append(f"ACCOUNT    {model['service_account'] or '-'}")
+    out.append(f"IDENTITY   {model['identity'] or '-'}")
+    if model["certificates"]:
+        leaf = model["certificates"][0]
+        verified = (
+            style.ok("verifies to a root")
+            if leaf["chain_verified"]
+            else style.error(f"does NOT verify to the pod's roots ({model['chain_error']})")
+        )
+        out.append(
+            f"CERT       expires {leaf['not_after']}, chain of {len(model['certificates'])}, {verified}"
+        )
+    out.append("")
+    if model["certificates"] or model["roots"]:
+        rows = [
+            [
+                "default",
+                c["subject"] or ",".join(c["sans"]["uri"]),
+                c["not_after"],
+                short(c["fingerprint_sha256"], wide),
+            ]
+            for c in model["certificates"]
+        ] + [
+            ["ROOTCA", r["subject"], r["not_after"], short(r["fingerprint_sha256"], wide)]
+            for r in model["roots"]
+        ]
+        out.append(columns(["SECRET", "SUBJECT / SAN", "NOT AFTER", "SHA-256 FINGERPRINT"], rows))
+    if model["inbound"]:
+        rows = [
+            [
+                i["port"] if i["port"] is not None else "*",
+                _mode(i["mode"], style),
+                ",".join(i["filter_chains"]),
+            ]
+            for i in model["inbound"]
+        ]
+        out.append(columns(["INBOUND PORT", "MODE", "FILTER CHAINS"], rows))
+    if model["clusters"]:
+        rows = [
+            [
+                c["host"],
+                c["port"],
+                c["subset"] or "-",
+                _mode(c["tls_mode"], style),
+                c["sni"] or "-",
+                ",".join(c["expected_sans"]) if wide else str(len(c["expected_sans"])),
+                f"{c['destination_rule']['namespace']}/{c['destination_rule']['name']}"
+                if c["destination_rule"]
+                else "-",
+            ]
+            for c in model["clusters"]
+        ]
+        sans = "EXPECTED SANS" if wide else "SANS"
+        out.append(columns(["OUTBOUND HOST", "PORT", "SUBSET", "TLS", "SNI", sans, "DESTINATIONRULE"], rows))
+    for note in model["incomplete"]:
+        out.append(style.warn(f"incomplete: {note}"))
+    return "\n".join(out).rstrip("\n") + "\n"
+
+
+def _mode(mode: str, style: Style) -> str:
+    if mode in ("STRICT", "ISTIO_MUTUAL", "AUTO"):
+        return style.ok(mode)
+    if mode in ("DISABLE", "UNKNOWN"):
+        return style.error(mode)
+    return style.warn(mode)

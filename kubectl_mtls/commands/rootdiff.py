@@ -1,0 +1,133 @@
+"""`kubectl mtls rootdiff SRC DST`: do two sidecars trust the same roots, and each other?"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from ..errors import EXIT_OK, EXIT_PROBLEM
+from ..model import Proxy
+from ..normalize.certs import verify_chain
+from ..render import Style, columns, emit
+from ..sources import parse_pod_ref
+from . import fixes
+from .common import namespace_of, now, open_source
+from .gather import load_proxy
+
+
+def register(sub: Any, output: argparse.ArgumentParser, source: argparse.ArgumentParser) -> None:
+    parser = sub.add_parser(
+        "rootdiff",
+        parents=[source, output],
+        help="compare two sidecars' trusted roots and check trust both ways",
+        description="Compare the root certificates (secret ROOTCA) of two sidecars by SHA-256 fingerprint "
+        "and verify each side's workload chain against the other's roots, as the TLS handshake will. "
+        "Exits 0 when the roots match and both directions verify, 1 otherwise.",
+        epilog="examples:\n"
+        "  kubectl mtls rootdiff productpage-v1-6b746f74dc-9stvs reviews-v2-7bf8c9648f-7h5nq -n bookinfo\n"
+        "  kubectl mtls rootdiff bookinfo/productpage-v1-6b746f74dc-9stvs ratings-v1-5f9699cfdf-zzs7r.prod",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("src", help="client pod: POD, NAMESPACE/POD or POD.NAMESPACE")
+    parser.add_argument("dst", help="server pod, same forms")
+    parser.set_defaults(handler=run)
+
+
+def _side(proxy: Proxy) -> dict[str, Any]:
+    m = proxy.model
+    return {
+        "pod": m["pod"],
+        "namespace": m["namespace"],
+        "sidecar": m["sidecar"],
+        "identity": m["identity"],
+        "workload_issuer": m["certificates"][0]["issuer"] if m["certificates"] else None,
+        "roots": m["roots"],
+    }
+
+
+def _trust(chain_of: Proxy, roots_of: Proxy, moment: Any) -> tuple[bool, str | None]:
+    if not chain_of.chain:
+        return False, f"{chain_of.ref} has no workload certificate"
+    if not roots_of.roots:
+        return False, f"{roots_of.ref} has no trusted roots"
+    return verify_chain([c.cert for c in chain_of.chain], [r.cert for r in roots_of.roots], moment)
+
+
+def compare(src: Proxy, dst: Proxy, moment: Any) -> dict[str, Any]:
+    src_fps, dst_fps = src.root_fingerprints(), dst.root_fingerprints()
+    s_by_d, s_by_d_reason = _trust(src, dst, moment)
+    d_by_s, d_by_s_reason = _trust(dst, src, moment)
+    result: dict[str, Any] = {
+        "match": set(src_fps) == set(dst_fps) and bool(src_fps) and s_by_d and d_by_s,
+        "source": _side(src),
+        "destination": _side(dst),
+        "only_in_source": [f for f in src_fps if f not in dst_fps],
+        "only_in_destination": [f for f in dst_fps if f not in src_fps],
+        "source_trusted_by_destination": s_by_d,
+        "destination_trusted_by_source": d_by_s,
+        "source_trust_error": s_by_d_reason,
+        "destination_trust_error": d_by_s_reason,
+    }
+    result["verdict"], result["fix"] = fixes.rootdiff_verdict(src, dst, result, moment)
+    return result
+
+
+def run(args: argparse.Namespace) -> int:
+    source = open_source(args)
+    moment = now()
+    default_ns = ""
+    if not all(("/" in r or "." in r) for r in (args.src, args.dst)):
+        default_ns = namespace_of(args, source)
+    src = load_proxy(source, *parse_pod_ref(args.src, default_ns), moment)
+    dst = load_proxy(source, *parse_pod_ref(args.dst, default_ns), moment)
+    result = compare(src, dst, moment)
+    style = Style.detect(args.no_color)
+    emit(result, args.output, args.query, lambda d, wide: table(d, wide, style))
+    return EXIT_OK if result["match"] else EXIT_PROBLEM
+
+
+def table(data: dict[str, Any], wide: bool, style: Style) -> str:
+    src, dst = data["source"], data["destination"]
+    s_name, d_name = f"{src['namespace']}/{src['pod']}", f"{dst['namespace']}/{dst['pod']}"
+    lines = [
+        f"SOURCE        {s_name}   {src['identity'] or '(no identity)'}",
+        f"DESTINATION   {d_name}   {dst['identity'] or '(no identity)'}",
+        "",
+    ]
+    roots: dict[str, dict[str, Any]] = {}
+    for root in src["roots"] + dst["roots"]:
+        roots.setdefault(root["fingerprint_sha256"], root)
+    src_fps = {r["fingerprint_sha256"] for r in src["roots"]}
+    dst_fps = {r["fingerprint_sha256"] for r in dst["roots"]}
+
+    def held(flag: bool) -> str:
+        return style.ok("yes") if flag else style.error("no")
+
+    rows = [
+        [fp, root["subject"], root["not_after"], held(fp in src_fps), held(fp in dst_fps)]
+        for fp, root in roots.items()
+    ]
+    if rows:
+        lines.append(
+            columns(["ROOT SHA-256 FINGERPRINT", "SUBJECT", "NOT AFTER", "SOURCE", "DESTINATION"], rows)
+        )
+    else:
+        lines.append("Neither sidecar holds a root certificate.\n")
+
+    def trust(ok: bool, reason: str | None) -> str:
+        return style.ok("yes") if ok else style.error(f"no ({reason})")
+
+    lines.append(
+        f"{d_name} trusts {s_name}'s certificate: "
+        f"{trust(data['source_trusted_by_destination'], data['source_trust_error'])}"
+    )
+    lines.append(
+        f"{s_name} trusts {d_name}'s certificate: "
+        f"{trust(data['destination_trusted_by_source'], data['destination_trust_error'])}"
+    )
+    lines.append("")
+    mark = style.ok("✓ MATCH") if data["match"] else style.error("✗ MISMATCH")
+    lines.append(f"{mark}  {data['verdict']}")
+    if data["fix"]:
+        lines.append(f"fix: {data['fix']}")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,129 @@
+"""`kubectl mtls snapshot -d DIR`: save what the live source reads, to replay with --snapshot DIR."""
+
+from __future__ import annotations
+
+import argparse
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from .. import __version__
+from ..errors import EXIT_GATHER, EXIT_OK, MtlsError, NotFoundError, UsageError
+from ..normalize import pod as podinfo
+from ..render import Style, columns, emit
+from ..sources.kinds import KINDS, SNAPSHOT_KINDS
+from ..sources.scrub import scrub_dump, scrub_object, scrub_pod
+from ..sources.snapshot import FORMAT, FORMAT_VERSION, MANIFEST, SnapshotWriter
+from .common import namespace_of, now, open_source
+from .gather import WORKERS
+
+ROOT_NAMESPACE = "istio-system"  # mesh-wide policies live here (meshConfig rootNamespace default)
+
+
+def register(sub: Any, output: argparse.ArgumentParser, source: argparse.ArgumentParser) -> None:
+    parser = sub.add_parser(
+        "snapshot",
+        parents=[source, output],
+        help="save pods, Istio policies and sidecar configs to a directory",
+        description="Save what kubectl-mtls reads from the cluster (Kubernetes objects and one Envoy config "
+        "dump per sidecar) into DIR, so any command can replay it with --snapshot DIR, without a cluster. "
+        "No private key and no Secret data is ever written; env values in pod specs are redacted.",
+        epilog="examples:\n  kubectl mtls snapshot -n bookinfo -d ./bookinfo-snap\n"
+        "  kubectl mtls snapshot -A -l app=reviews -d ./snap && kubectl mtls certs -A --snapshot ./snap",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("-d", "--dir", required=True, metavar="DIR", help="directory to write (new or empty)")
+    parser.add_argument("-A", "--all-namespaces", action="store_true", help="every namespace")
+    parser.add_argument("-l", "--selector", help="label selector for pods")
+    parser.add_argument("--force", action="store_true", help="replace an earlier snapshot in DIR")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.snapshot:
+        raise UsageError("snapshot reads a live cluster; --snapshot makes no sense here")
+    source = open_source(args)
+    scope = None if args.all_namespaces else namespace_of(args, source)
+    writer = SnapshotWriter(args.dir, force=args.force)
+    try:
+        manifest = _collect(source, scope, args.selector, writer)
+        writer.write_json(MANIFEST, manifest)
+        writer.commit()
+    except BaseException:
+        writer.abort()
+        raise
+    style = Style.detect(args.no_color)
+    summary = {"directory": args.dir, **manifest}
+    emit(summary, args.output, args.query, lambda d, wide: table(d, style))
+    return EXIT_GATHER if manifest["pods"] and not manifest["proxies"] and manifest["incomplete"] else EXIT_OK
+
+
+def _collect(source: Any, scope: str | None, selector: str | None, writer: SnapshotWriter) -> dict[str, Any]:
+    incomplete: list[dict[str, str]] = []
+    pods = source.list_pods(scope, selector)  # without pods there is nothing to snapshot: errors stop here
+    writer.write_json("kubernetes/pods.json", {"items": [scrub_pod(p) for p in pods]})
+    counts: dict[str, int] = {"pods": len(pods)}
+    for kind in SNAPSHOT_KINDS:
+        if kind == "pods":
+            continue
+        spec = KINDS[kind]
+        scopes: list[str | None] = [None] if (scope is None or not spec.namespaced or spec.names) else [scope]
+        if scope is not None and spec.namespaced and not spec.names and scope != ROOT_NAMESPACE:
+            scopes.append(ROOT_NAMESPACE)
+        objects: list[dict[str, Any]] = []
+        for ns in scopes:
+            try:
+                objects.extend(source.list_objects(kind, ns))
+            except NotFoundError:
+                continue
+            except MtlsError as exc:
+                incomplete.append({"kind": kind, "namespace": ns or "", "error": str(exc)})
+        counts[kind] = len(objects)
+        writer.write_json(f"kubernetes/{kind}.json", {"items": [scrub_object(o) for o in objects]})
+
+    with_envoy = [p for p in pods if podinfo.has_envoy(p)]
+
+    def dump(pod: dict[str, Any]) -> dict[str, str] | None:
+        ns, name = podinfo.name_of(pod)
+        try:
+            documents = source.proxy_documents(ns, name)
+        except MtlsError as exc:
+            return {"namespace": ns, "pod": name, "error": str(exc)}
+        for _, doc in documents:
+            writer.write_json(f"proxies/{ns}/{name}.json", scrub_dump(doc))
+        return None
+
+    with ThreadPoolExecutor(max_workers=WORKERS) as pool:
+        failures = [f for f in pool.map(dump, with_envoy) if f]
+    incomplete.extend(failures)
+    return {
+        "format": FORMAT,
+        "version": FORMAT_VERSION,
+        "tool_version": f"v{__version__}",
+        "created": now().strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "source": source.description,
+        "scope": scope or "all namespaces",
+        "selector": selector,
+        "default_namespace": scope or source.default_namespace(),
+        "pods": len(pods),
+        "proxies": len(with_envoy) - len(failures),
+        "objects": counts,
+        "incomplete": incomplete,
+    }
+
+
+def table(data: dict[str, Any], style: Style) -> str:
+    text = (
+        f"Wrote snapshot {data['directory']}: {data['pods']} pods ({data['scope']}), "
+        f"{data['proxies']} sidecar configs.\n"
+    )
+    rows = [[kind, count] for kind, count in data["objects"].items()]
+    text += columns(["KIND", "OBJECTS"], rows)
+    for entry in data["incomplete"]:
+        where = (
+            f"{entry['namespace']}/{entry['pod']}"
+            if "pod" in entry
+            else f"{entry['kind']} in {entry['namespace'] or 'all namespaces'}"
+        )
+        text += style.warn(f"incomplete: {where}: {entry['error']}") + "\n"
+    text += f"Replay with: kubectl mtls certs -A --snapshot {data['directory']}\n"
+    return text

@@ -1,0 +1,45 @@
+"""Errors a user sees as one line, each tied to a documented exit code."""
+
+from __future__ import annotations
+
+# Exit codes (documented in the README; identical in every output format).
+EXIT_OK = 0
+EXIT_PROBLEM = 1  # the command ran and found a problem
+EXIT_USAGE = 2  # bad arguments or unreadable input (malformed dump, broken snapshot)
+EXIT_GATHER = 3  # could not gather: cluster or istioctl unreachable, forbidden, timed out
+
+
+class MtlsError(Exception):
+    """Base error: carries its exit code; str() is the one line shown to the user."""
+
+    exit_code = EXIT_USAGE
+
+    def __init__(self, message: str) -> None:
+        super().__init__(one_line(message))
+
+
+class UsageError(MtlsError):
+    exit_code = EXIT_USAGE
+
+
+class InputError(MtlsError):
+    """Input exists but cannot be read: malformed dump, broken snapshot, unknown pod."""
+
+    exit_code = EXIT_USAGE
+
+
+class NotFoundError(InputError):
+    """A named object (pod, snapshot entry) does not exist."""
+
+
+class GatherError(MtlsError):
+    """The cluster, the API or istioctl could not be reached or refused us."""
+
+    exit_code = EXIT_GATHER
+
+
+def one_line(text: str, limit: int = 600) -> str:
+    """Collapse multi-line tool output (istioctl stderr, API bodies) to one readable line."""
+    parts = [p.strip() for p in text.replace("\r", "\n").split("\n")]
+    line = " | ".join(p for p in parts if p)
+    return line if len(line) <= limit else line[: limit - 3] + "..."

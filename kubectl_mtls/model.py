@@ -1,0 +1,62 @@
+"""The normalized model: plain JSON-able dicts, documented field by field in the README.
+
+`ProxyModel` is what `kubectl mtls proxy` prints. `Proxy` pairs it with the parsed certificates
+that comparisons (rootdiff, chain checks) need and that never go into the JSON.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypedDict
+
+from .normalize.certs import ParsedCert
+
+Sidecar = Literal["present", "native", "absent", "ambient"]
+TlsMode = Literal["ISTIO_MUTUAL", "AUTO", "SIMPLE", "MUTUAL", "DISABLE"]
+InboundMode = Literal["STRICT", "PERMISSIVE", "DISABLE", "SIMPLE", "UNKNOWN"]
+
+
+class Certificate(TypedDict, total=False):
+    subject: str
+    issuer: str
+    sans: dict[str, list[str]]  # {"uri": [...], "dns": [...]}
+    serial: str  # lowercase hex, zero-padded to 32 digits as istioctl prints it
+    not_before: str  # RFC 3339, UTC
+    not_after: str
+    fingerprint_sha256: str  # AB:CD:... as `openssl x509 -noout -fingerprint -sha256` prints it
+    is_ca: bool
+    self_signed: bool
+    key: str  # "RSA 2048", "EC secp256r1"
+    chain_verified: bool | None  # workload chain verifies to one of the pod's roots; null for roots
+    trust_domain: str  # only for roots from SPIFFE trust bundles
+
+
+class ProxyModel(TypedDict):
+    pod: str
+    namespace: str
+    service_account: str | None
+    identity: str | None  # SPIFFE ID from the workload certificate's URI SAN
+    sidecar: Sidecar
+    proxy: dict[str, Any] | None  # {"type", "node_id", "istio_version"} from the bootstrap
+    certificates: list[Certificate]
+    chain_error: str | None
+    roots: list[Certificate]
+    secrets: list[dict[str, Any]]
+    clusters: list[dict[str, Any]]
+    inbound: list[dict[str, Any]]
+    incomplete: list[str]
+
+
+@dataclass
+class Proxy:
+    model: ProxyModel
+    pod: dict[str, Any] | None = field(default=None, repr=False)  # the Pod object, for fixes
+    chain: list[ParsedCert] = field(default_factory=list, repr=False)
+    roots: list[ParsedCert] = field(default_factory=list, repr=False)
+
+    @property
+    def ref(self) -> str:
+        return f"{self.model['namespace']}/{self.model['pod']}"
+
+    def root_fingerprints(self) -> list[str]:
+        return [r.info["fingerprint_sha256"] for r in self.roots]

@@ -1,0 +1,121 @@
+"""Outbound clusters: which TLS the client sidecar originates, to whom, trusting what."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from .keys import JSON, items, obj, text
+from .tls import alpn, certificate_names, tls_context, validation
+
+# `metadata.filter_metadata.istio.config` names the DestinationRule Istio applied.
+DR_PATH = re.compile(
+    r"^/apis/networking\.istio\.io/[^/]+/namespaces/(?P<ns>[^/]+)/destination-rule/(?P<name>[^/]+)$"
+)
+
+
+def parse_name(name: str) -> tuple[str, int | None, str, str] | None:
+    """`outbound|8080|v1|svc.ns.svc.cluster.local` -> (direction, port, subset, host)."""
+    parts = name.split("|")
+    if len(parts) != 4 or parts[0] not in ("outbound", "inbound", "inbound-vip", "outbound-vip"):
+        return None
+    port = int(parts[1]) if parts[1].isdigit() else None
+    return parts[0], port, parts[2], parts[3]
+
+
+def _tls_mode(ctx: JSON) -> str:
+    common = obj(ctx, "common_tls_context")
+    certs = certificate_names(common)
+    if not certs:
+        return "SIMPLE"
+    # Istio's own mTLS uses the SDS secrets `default` (workload cert) and `ROOTCA`.
+    return "ISTIO_MUTUAL" if "default" in certs else "MUTUAL"
+
+
+def _destination_rule(cluster: JSON) -> dict[str, str] | None:
+    istio = obj(cluster, "metadata", "filter_metadata").get("istio")
+    config = istio.get("config") if isinstance(istio, dict) else None
+    if not isinstance(config, str):
+        return None
+    match = DR_PATH.match(config)
+    if not match:
+        return {"namespace": "", "name": "", "path": config}
+    return {"namespace": match["ns"], "name": match["name"]}
+
+
+def _endpoint_counts(name: str, endpoints: dict[str, list[JSON]]) -> tuple[int | None, int | None]:
+    """(endpoints, endpoints labelled tlsMode=istio); None when EDS was not in the dump."""
+    if name not in endpoints:
+        return None, None
+    metas = endpoints[name]
+    istio = 0
+    for meta in metas:
+        match = meta.get("envoy.transport_socket_match")
+        if isinstance(match, dict) and match.get("tlsMode") == "istio":
+            istio += 1
+    return len(metas), istio
+
+
+def normalize_cluster(cluster: JSON, endpoints: dict[str, list[JSON]]) -> dict[str, Any] | None:
+    name = text(cluster, "name")
+    parsed = parse_name(name)
+    if parsed is None or parsed[0] != "outbound":
+        return None
+    _, port, subset, host = parsed
+    ctx: JSON | None = None
+    hbone = False
+    matches = items(cluster, "transport_socket_matches")
+    if matches:
+        mode = "DISABLE"
+        for match in matches:
+            criteria = obj(match, "match")
+            if criteria.get("tunnel") == "http":
+                hbone = True
+                continue
+            found = tls_context(obj(match, "transport_socket"))
+            if found is not None and ctx is None:
+                ctx = found
+                # autoMtls: TLS only to endpoints labelled tlsMode=istio, plaintext to the rest
+                mode = "AUTO" if criteria.get("tlsMode") == "istio" else _tls_mode(found)
+    else:
+        ctx = tls_context(obj(cluster, "transport_socket"))
+        mode = "DISABLE" if ctx is None else _tls_mode(ctx)
+    common = obj(ctx, "common_tls_context") if ctx else {}
+    validation_name, sans = validation(common) if ctx else (None, [])
+    total, istio = _endpoint_counts(name, endpoints)
+    return {
+        "name": name,
+        "host": host,
+        "port": port,
+        "subset": subset,
+        "tls_mode": mode,
+        "sni": (text(ctx, "sni") or None) if ctx else None,
+        "expected_sans": sans,
+        "alpn": alpn(common),
+        "client_certificate": next(iter(certificate_names(common)), None) if ctx else None,
+        "validation": validation_name,
+        "hbone": hbone,
+        "destination_rule": _destination_rule(cluster),
+        "endpoints": total,
+        "mtls_endpoints": istio,
+    }
+
+
+def _static_endpoints(cluster: JSON) -> list[JSON]:
+    return [
+        obj(lb, "metadata", "filter_metadata")
+        for locality in items(obj(cluster, "load_assignment"), "endpoints")
+        for lb in items(locality, "lb_endpoints")
+    ]
+
+
+def normalize_clusters(clusters: list[JSON], endpoints: dict[str, list[JSON]]) -> list[dict[str, Any]]:
+    # Without EDS in the dump, a cluster's own load_assignment still says which endpoints get mTLS.
+    endpoints = dict(endpoints)
+    for cluster in clusters:
+        name = text(cluster, "name")
+        if name not in endpoints and obj(cluster, "load_assignment"):
+            endpoints[name] = _static_endpoints(cluster)
+    out = [c for c in (normalize_cluster(cluster, endpoints) for cluster in clusters) if c is not None]
+    out.sort(key=lambda c: (c["host"], c["port"] or 0, c["subset"]))
+    return out

@@ -1,0 +1,38 @@
+"""What the Pod object says: service account, and whether and how a sidecar runs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+PROXY_CONTAINER = "istio-proxy"
+
+
+def sidecar_kind(pod: dict[str, Any]) -> str:
+    """present / native (init container restartPolicy Always) / ambient / absent."""
+    spec = pod.get("spec") or {}
+    for container in spec.get("containers") or []:
+        if container.get("name") == PROXY_CONTAINER:
+            return "present"
+    for container in spec.get("initContainers") or []:
+        if container.get("name") == PROXY_CONTAINER:
+            # Native sidecars (Istio 1.19+) are init containers that keep running.
+            return "native" if container.get("restartPolicy") == "Always" else "present"
+    annotations = (pod.get("metadata") or {}).get("annotations") or {}
+    if annotations.get("ambient.istio.io/redirection") in ("enabled", "pending"):
+        return "ambient"
+    return "absent"
+
+
+def service_account(pod: dict[str, Any]) -> str:
+    spec = pod.get("spec") or {}
+    name = spec.get("serviceAccountName") or spec.get("serviceAccount")
+    return name if isinstance(name, str) and name else "default"
+
+
+def has_envoy(pod: dict[str, Any]) -> bool:
+    return sidecar_kind(pod) in ("present", "native")
+
+
+def name_of(pod: dict[str, Any]) -> tuple[str, str]:
+    meta = pod.get("metadata") or {}
+    return str(meta.get("namespace") or ""), str(meta.get("name") or "")

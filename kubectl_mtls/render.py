@@ -1,0 +1,134 @@
+"""Output: table (per command), json or yaml of the documented JSON, after an optional --query."""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from . import jsonutil
+from .errors import UsageError
+
+FORMATS = ("table", "wide", "json", "yaml")
+
+
+def apply_query(data: Any, expression: str | None) -> Any:
+    if not expression:
+        return data
+    import jmespath
+    from jmespath.exceptions import JMESPathError
+
+    try:
+        return jmespath.search(expression, data)
+    except JMESPathError as exc:
+        raise UsageError(f"--query {expression!r}: {str(exc).splitlines()[0]}") from None
+
+
+def to_yaml(data: Any) -> str:
+    import yaml
+
+    class Dumper(yaml.SafeDumper):
+        pass
+
+    # Keep multi-line strings readable and key order as documented.
+    return yaml.dump(data, Dumper=Dumper, sort_keys=False, allow_unicode=True, default_flow_style=False)
+
+
+def _plain(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (str, int, float)):
+        return str(value)
+    return jsonutil.dumps(value).decode()
+
+
+def emit(
+    data: Any,
+    output: str,
+    query: str | None,
+    table: Callable[[Any, bool], str],
+    out: Any = None,
+) -> None:
+    stream = out or sys.stdout
+    if query:
+        data = apply_query(data, query)
+        if output in ("table", "wide"):
+            # A query picks values: print scalars bare, a list of scalars one per line, else JSON.
+            if isinstance(data, list) and all(not isinstance(v, (dict, list)) for v in data):
+                text = "\n".join(_plain(v) for v in data)
+            else:
+                text = _plain(data)
+            stream.write(text + ("\n" if text else ""))
+            return
+    if output == "json":
+        stream.write(jsonutil.dumps(data).decode() + "\n")
+    elif output == "yaml":
+        stream.write(to_yaml(data))
+    else:
+        stream.write(table(data, output == "wide"))
+
+
+_ANSI = re.compile(r"\033\[[0-9;]*m")
+
+
+def _width(cell: str) -> int:
+    return len(_ANSI.sub("", cell))
+
+
+def columns(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """kubectl-style columns: upper-case headers, three spaces between columns, no borders."""
+    cells = [[str(h) for h in headers]] + [[_plain(c) for c in row] for row in rows]
+    widths = [max(_width(r[i]) for r in cells) for i in range(len(headers))]
+    lines = [
+        "   ".join(c + " " * (w - _width(c)) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells
+    ]
+    return "\n".join(lines) + "\n"
+
+
+class Style:
+    """Marks and colours; colour only on a terminal, never with --no-color or NO_COLOR."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+
+    @classmethod
+    def detect(cls, no_color: bool, stream: Any = None) -> Style:
+        stream = stream or sys.stdout
+        tty = hasattr(stream, "isatty") and stream.isatty()
+        return cls(tty and not no_color and not os.environ.get("NO_COLOR"))
+
+    def _wrap(self, code: str, text: str) -> str:
+        return f"\033[{code}m{text}\033[0m" if self.enabled else text
+
+    def ok(self, text: str) -> str:
+        return self._wrap("32", text)
+
+    def warn(self, text: str) -> str:
+        return self._wrap("33", text)
+
+    def error(self, text: str) -> str:
+        return self._wrap("31", text)
+
+    def bold(self, text: str) -> str:
+        return self._wrap("1", text)
+
+
+def duration(seconds: float) -> str:
+    """Time left, kubectl AGE-style: 45s, 12m, 5h12m, 3d4h, 2y110d; negative = expired ago."""
+    sign = "-" if seconds < 0 else ""
+    s = int(abs(seconds))
+    if s < 120:
+        text = f"{s}s"
+    elif s < 3600 * 2:
+        text = f"{s // 60}m"
+    elif s < 86400 * 2:
+        text = f"{s // 3600}h{(s % 3600) // 60}m" if (s % 3600) // 60 else f"{s // 3600}h"
+    elif s < 86400 * 365:
+        text = f"{s // 86400}d{(s % 86400) // 3600}h" if (s % 86400) // 3600 else f"{s // 86400}d"
+    else:
+        text = f"{s // (86400 * 365)}y{(s % (86400 * 365)) // 86400}d"
+    return sign + text

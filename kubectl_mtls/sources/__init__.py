@@ -1,0 +1,48 @@
+"""Where data comes from: a live cluster (Kubernetes API + istioctl) or a snapshot directory.
+
+This package is the only code that does I/O against a cluster. Both sources answer the same
+small interface, so every command runs unchanged on either.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+Document = tuple[str, Any]  # (where it came from, parsed JSON)
+
+
+class Source(Protocol):
+    description: str  # "cluster (context X)" or "snapshot DIR", for messages
+
+    def default_namespace(self) -> str:
+        """-n's default: the kubeconfig context's namespace, else `default`."""
+        ...
+
+    def list_pods(self, namespace: str | None, selector: str | None = None) -> list[dict[str, Any]]:
+        """Pods of one namespace, or of all (namespace None), as Kubernetes JSON objects."""
+        ...
+
+    def get_pod(self, namespace: str, name: str) -> dict[str, Any]:
+        """One Pod; NotFoundError if it does not exist."""
+        ...
+
+    def proxy_documents(self, namespace: str, name: str) -> list[Document]:
+        """The pod's Envoy config as one or more parsed documents (raw dump, or istioctl pieces)."""
+        ...
+
+    def list_objects(self, kind: str, namespace: str | None) -> list[dict[str, Any]]:
+        """Objects of a kind from `sources.kinds.KINDS` (namespace None = all namespaces)."""
+        ...
+
+
+def parse_pod_ref(ref: str, default_namespace: str) -> tuple[str, str]:
+    """`pod`, `ns/pod` or `pod.ns` -> (namespace, pod). Namespaces never contain dots; pods may."""
+    if "/" in ref:
+        namespace, _, name = ref.partition("/")
+        if name.startswith("pod/") or namespace in ("pod", "pods", "po"):  # kubectl's `pod/NAME` form
+            return default_namespace, name.removeprefix("pod/")
+        return namespace, name
+    if "." in ref:
+        name, _, namespace = ref.rpartition(".")
+        return namespace, name
+    return default_namespace, ref

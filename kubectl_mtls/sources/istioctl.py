@@ -1,0 +1,53 @@
+"""Run istioctl: argv lists only (never a shell), a timeout per call, killed on timeout."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+
+from ..errors import GatherError, one_line
+
+DEFAULT_TIMEOUT = 30.0
+
+
+def find(explicit: str | None) -> str:
+    if explicit:
+        if os.path.isfile(explicit) and os.access(explicit, os.X_OK):
+            return explicit
+        raise GatherError(f"--istioctl {explicit}: not an executable file")
+    found = shutil.which("istioctl")
+    if not found:
+        raise GatherError(
+            "istioctl not found on PATH: install it, pass --istioctl PATH, or use --snapshot DIR"
+        )
+    return found
+
+
+def run(argv: list[str], timeout: float) -> bytes:
+    """stdout of a successful call; GatherError with istioctl's own error line otherwise."""
+    shown = " ".join(argv[1:])
+    try:
+        # A new session lets us kill istioctl and anything it started (port-forwards) together.
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
+    except OSError as exc:
+        raise GatherError(f"cannot run {argv[0]}: {exc.strerror or exc}") from None
+    try:
+        out, err = proc.communicate(timeout=timeout if timeout > 0 else None)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise GatherError(f"istioctl {shown}: timed out after {timeout:g}s (killed)") from None
+    if proc.returncode != 0:
+        message = one_line(err.decode(errors="replace")) or f"exit status {proc.returncode}"
+        raise GatherError(f"istioctl {shown}: {message}")
+    return out

@@ -1,0 +1,33 @@
+"""The Kubernetes kinds kubectl-mtls reads: one table for the live source and the snapshot."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Kind:
+    plural: str
+    group: str  # "" for core
+    versions: tuple[str, ...]  # tried in order: newest Istio API first, older clusters next
+    namespaced: bool = True
+    # Only these names are read/stored (ConfigMaps: just what carries roots and mesh config).
+    names: tuple[str, ...] = ()
+
+
+KINDS: dict[str, Kind] = {
+    k.plural: k
+    for k in (
+        Kind("pods", "", ("v1",)),
+        Kind("namespaces", "", ("v1",), namespaced=False),
+        Kind("services", "", ("v1",)),
+        Kind("serviceaccounts", "", ("v1",)),
+        Kind("configmaps", "", ("v1",), names=("istio-ca-root-cert", "istio")),
+        Kind("peerauthentications", "security.istio.io", ("v1", "v1beta1")),
+        Kind("authorizationpolicies", "security.istio.io", ("v1", "v1beta1")),
+        Kind("destinationrules", "networking.istio.io", ("v1", "v1beta1", "v1alpha3")),
+    )
+}
+
+# What `kubectl mtls snapshot` stores besides pods, in this order.
+SNAPSHOT_KINDS = tuple(KINDS)

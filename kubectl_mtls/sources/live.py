@@ -1,0 +1,225 @@
+"""The live source: the Kubernetes API (official client) and `istioctl proxy-config`.
+
+`kubernetes` is imported here only, on first use: it costs ~300 ms, and --help, version and
+--snapshot runs must not pay it.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from .. import jsonutil
+from ..errors import GatherError, InputError, NotFoundError, UsageError, one_line
+from . import Document
+from . import istioctl as istioctl_cli
+from .kinds import KINDS, Kind
+
+PAGE = 500
+INCLUSTER_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
+
+
+@dataclass
+class Connection:
+    kubeconfig: str | None = None
+    context: str | None = None
+    cluster: str | None = None
+    user: str | None = None
+    request_timeout: float | None = None  # seconds; None = no timeout
+    istioctl: str | None = None
+    istioctl_timeout: float = istioctl_cli.DEFAULT_TIMEOUT
+
+
+class LiveSource:
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self.description = f"cluster (context {conn.context})" if conn.context else "cluster"
+        self._api: Any = None
+        self._namespace = "default"
+        self._versions: dict[str, str] = {}
+
+    # -- connection ---------------------------------------------------------------------------
+    def _client(self) -> Any:
+        if self._api is None:
+            self._api = self._connect()
+        return self._api
+
+    def _connect(self) -> Any:
+        from kubernetes import client, config
+        from kubernetes.config.config_exception import ConfigException
+
+        configuration = client.Configuration()
+        try:
+            if self.conn.kubeconfig or self._has_kubeconfig():
+                self._load_kubeconfig(configuration)
+            else:
+                config.load_incluster_config(client_configuration=configuration)
+                if os.path.isfile(INCLUSTER_NAMESPACE):
+                    with open(INCLUSTER_NAMESPACE) as handle:
+                        self._namespace = handle.read().strip() or "default"
+        except ConfigException as exc:
+            raise GatherError(f"cannot load Kubernetes configuration: {exc}") from None
+        except OSError as exc:
+            raise GatherError(f"cannot read kubeconfig: {exc}") from None
+        configuration.retries = 1  # fail fast on an unreachable API server; kubectl retries little too
+        return client.ApiClient(configuration)
+
+    def _has_kubeconfig(self) -> bool:
+        paths = os.environ.get("KUBECONFIG", os.path.expanduser("~/.kube/config"))
+        return any(os.path.isfile(p) for p in paths.split(os.pathsep) if p)
+
+    def _load_kubeconfig(self, configuration: Any) -> None:
+        from kubernetes.config import kube_config
+        from kubernetes.config.config_exception import ConfigException
+
+        paths = self.conn.kubeconfig or os.environ.get("KUBECONFIG", os.path.expanduser("~/.kube/config"))
+        merged = kube_config.KubeConfigMerger(paths).config
+        doc = merged.value if hasattr(merged, "value") else merged
+        contexts = {c["name"]: c.get("context") or {} for c in doc.get("contexts") or []}
+        name = self.conn.context or doc.get("current-context")
+        if name not in contexts:
+            raise ConfigException(
+                f"context {name!r} not found in kubeconfig" if name else "no current context"
+            )
+        context = dict(contexts[name])
+        if self.conn.cluster:
+            context["cluster"] = self.conn.cluster
+        if self.conn.user:
+            context["user"] = self.conn.user
+        self._namespace = context.get("namespace") or "default"
+        doc = dict(doc)
+        doc["contexts"] = [{"name": name, "context": context}]
+        doc["current-context"] = name
+        kube_config.load_kube_config_from_dict(
+            doc, context=name, client_configuration=configuration, persist_config=False
+        )
+
+    def default_namespace(self) -> str:
+        self._client()
+        return self._namespace
+
+    # -- API calls ----------------------------------------------------------------------------
+    def _get(self, path: str, query: dict[str, str] | None = None) -> Any:
+        """GET an API path, returning parsed JSON; every failure becomes a one-line error."""
+        api = self._client()
+        from kubernetes.client.exceptions import ApiException
+        from urllib3.exceptions import HTTPError
+
+        method, url, headers, _body, _ = api.param_serialize(
+            "GET",
+            path,
+            query_params=list((query or {}).items()),
+            header_params={"Accept": "application/json"},
+            auth_settings=["BearerToken"],
+        )
+        try:
+            response = api.call_api(
+                method, url, header_params=headers, _request_timeout=self.conn.request_timeout
+            )
+            data = response.read()
+            status = response.status
+        except ApiException as exc:
+            body_text = exc.body if isinstance(exc.body, (str, bytes)) else b""
+            status, data = exc.status or 0, body_text.encode() if isinstance(body_text, str) else body_text
+        except HTTPError as exc:
+            raise GatherError(
+                f"cannot reach the Kubernetes API at {api.configuration.host}: {_reason(exc)}"
+            ) from None
+        if status >= 400:
+            raise _api_error(status, data, path)
+        return jsonutil.loads(data, f"API response for {path}")
+
+    def _list(self, path: str, query: dict[str, str]) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = []
+        query = {**query, "limit": str(PAGE)}
+        while True:
+            page = self._get(path, query)
+            items.extend(page.get("items") or [])
+            token = (page.get("metadata") or {}).get("continue")
+            if not token:
+                return items
+            query["continue"] = token
+
+    @staticmethod
+    def _core_path(plural: str, namespace: str | None, name: str | None = None) -> str:
+        base = "/api/v1" + (f"/namespaces/{namespace}" if namespace else "") + f"/{plural}"
+        return base + (f"/{name}" if name else "")
+
+    def list_pods(self, namespace: str | None, selector: str | None = None) -> list[dict[str, Any]]:
+        query = {"labelSelector": selector} if selector else {}
+        return self._list(self._core_path("pods", namespace), query)
+
+    def get_pod(self, namespace: str, name: str) -> dict[str, Any]:
+        pod: dict[str, Any] = self._get(self._core_path("pods", namespace, name))
+        return pod
+
+    def list_objects(self, kind: str, namespace: str | None) -> list[dict[str, Any]]:
+        spec = KINDS.get(kind)
+        if spec is None:
+            raise UsageError(f"unknown kind {kind}")
+        ns = namespace if spec.namespaced else None
+        if spec.names:  # read only the named objects (a field selector per name), never whole kinds
+            out: list[dict[str, Any]] = []
+            for name in spec.names:
+                out.extend(
+                    self._list(
+                        self._path(spec, spec.versions[0], ns), {"fieldSelector": f"metadata.name={name}"}
+                    )
+                )
+            return out
+        if not spec.group:
+            return self._list(self._core_path(kind, ns), {})
+        return self._list_custom(spec, ns)
+
+    def _path(self, spec: Kind, version: str, namespace: str | None) -> str:
+        prefix = f"/apis/{spec.group}/{version}" if spec.group else f"/api/{version}"
+        return prefix + (f"/namespaces/{namespace}" if namespace else "") + f"/{spec.plural}"
+
+    def _list_custom(self, spec: Kind, namespace: str | None) -> list[dict[str, Any]]:
+        """Istio CRDs: newest served version first; none served means Istio's CRDs are not installed."""
+        versions = [self._versions[spec.plural]] if spec.plural in self._versions else list(spec.versions)
+        for version in versions:
+            try:
+                items = self._list(self._path(spec, version, namespace), {})
+            except NotFoundError:
+                continue
+            self._versions[spec.plural] = version
+            return items
+        return []
+
+    # -- istioctl -----------------------------------------------------------------------------
+    def proxy_documents(self, namespace: str, name: str) -> list[Document]:
+        binary = istioctl_cli.find(self.conn.istioctl)
+        argv = [binary, "proxy-config", "all", f"{name}.{namespace}", "-o", "json"]
+        if self.conn.kubeconfig:
+            argv += ["--kubeconfig", self.conn.kubeconfig]
+        if self.conn.context:
+            argv += ["--context", self.conn.context]
+        out = istioctl_cli.run(argv, self.conn.istioctl_timeout)
+        what = f"istioctl proxy-config all {name}.{namespace}"
+        try:
+            return [(what, jsonutil.loads(out, what))]
+        except InputError as exc:
+            raise InputError(f"{exc} (first bytes: {out[:60]!r})") from None
+
+
+def _reason(exc: Exception) -> str:
+    reason = getattr(exc, "reason", None)
+    return one_line(str(reason or exc))
+
+
+def _api_error(status: int, body: bytes, path: str) -> Exception:
+    message = ""
+    try:
+        parsed = jsonutil.loads(body, path)
+        if isinstance(parsed, dict):
+            message = str(parsed.get("message") or "")
+    except InputError:
+        message = one_line(body.decode(errors="replace"))[:200]
+    if status == 404:
+        return NotFoundError(message or f"{path}: not found")
+    if status in (401, 403):
+        label = "Forbidden" if status == 403 else "Unauthorized"
+        return GatherError(f"{label}: {message or path}")
+    return GatherError(f"Kubernetes API error {status} for {path}: {message or 'no message'}")

@@ -1,0 +1,66 @@
+"""Keep secrets out of snapshots: no private keys, no Secret data, no env values.
+
+Envoy already redacts private keys in its dump; this is a second guard for dumps from other
+tools or older proxies, and for Pod specs that may carry credentials in plain env values.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+REDACTED_B64 = "W3JlZGFjdGVkXQ=="  # base64("[redacted]"), what Envoy writes
+PRIVATE_KEY_PEM = re.compile(rb"-----BEGIN [A-Z ]*PRIVATE KEY-----.*?-----END [A-Z ]*PRIVATE KEY-----", re.S)
+# Env values the diagnosis reads (probe rewriting, proxy metadata); every other value is dropped.
+KEPT_ENV = re.compile(r"^(ISTIO_KUBE_APP_PROBERS|ISTIO_META_[A-Z_]+|PROXY_CONFIG|ISTIO_META_MESH_ID)$")
+
+
+def scrub_dump(doc: Any) -> Any:
+    """Replace every `private_key` (either casing) with Envoy's redaction marker, recursively."""
+    if isinstance(doc, dict):
+        out = {}
+        for key, value in doc.items():
+            if key in ("private_key", "privateKey") and isinstance(value, dict):
+                out[key] = {"inline_bytes": REDACTED_B64} if value else value
+            else:
+                out[key] = scrub_dump(value)
+        return out
+    if isinstance(doc, list):
+        return [scrub_dump(v) for v in doc]
+    return doc
+
+
+def has_private_key(data: bytes) -> bool:
+    return PRIVATE_KEY_PEM.search(data) is not None
+
+
+def scrub_pod(pod: dict[str, Any]) -> dict[str, Any]:
+    meta = dict(pod.get("metadata") or {})
+    meta.pop("managedFields", None)
+    spec = dict(pod.get("spec") or {})
+    for key in ("containers", "initContainers", "ephemeralContainers"):
+        if key in spec:
+            spec[key] = [_scrub_container(c) for c in spec[key] or []]
+    return {**pod, "metadata": meta, "spec": spec}
+
+
+def _scrub_container(container: dict[str, Any]) -> dict[str, Any]:
+    env = []
+    for var in container.get("env") or []:
+        name = str(var.get("name", ""))
+        if KEPT_ENV.match(name) or "valueFrom" in var:
+            env.append(var)  # valueFrom names a reference, never the secret value itself
+        else:
+            env.append({"name": name, "value": "[redacted]"} if "value" in var else {"name": name})
+    return {**container, "env": env} if "env" in container else container
+
+
+def scrub_object(obj: dict[str, Any]) -> dict[str, Any]:
+    meta = dict(obj.get("metadata") or {})
+    meta.pop("managedFields", None)
+    # last-applied-configuration repeats the whole object, secrets included for some kinds
+    annotations = dict(meta.get("annotations") or {})
+    annotations.pop("kubectl.kubernetes.io/last-applied-configuration", None)
+    if annotations or "annotations" in meta:
+        meta["annotations"] = annotations
+    return {**obj, "metadata": meta}

@@ -1,0 +1,179 @@
+"""Snapshot directories: what the live source read, saved so anyone can replay a diagnosis.
+
+Layout (version 1):
+    DIR/snapshot.json                  what, when, from where; pods/kinds that could not be read
+    DIR/kubernetes/<plural>.json       {"items": [...]} per kind (pods, namespaces, services, ...)
+    DIR/proxies/<namespace>/<pod>.json `istioctl proxy-config all <pod>.<ns> -o json`, unchanged but scrubbed
+A hand-made snapshot may instead hold DIR/proxies/<namespace>/<pod>/*.json: any mix of
+`proxy-config all|cluster|listener|secret -o json` outputs for that pod.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from .. import jsonutil
+from ..errors import InputError, NotFoundError, UsageError
+from . import Document
+from .kinds import KINDS
+from .scrub import has_private_key
+
+FORMAT = "kubectl-mtls-snapshot"
+FORMAT_VERSION = 1
+MANIFEST = "snapshot.json"
+# Marks a Pod made up from a dump file alone: its service account and spec are unknown.
+FROM_DUMP = "kubectl-mtls.io/from-dump"
+
+
+class SnapshotSource:
+    def __init__(self, directory: str) -> None:
+        self.root = Path(directory)
+        self.description = f"snapshot {directory}"
+        if not self.root.is_dir():
+            raise InputError(f"snapshot {directory}: no such directory")
+        self.manifest: dict[str, Any] = {}
+        manifest = self.root / MANIFEST
+        if manifest.is_file():
+            loaded = jsonutil.loads(manifest.read_bytes(), str(manifest))
+            if not isinstance(loaded, dict) or loaded.get("format") != FORMAT:
+                raise InputError(f"{manifest}: not a kubectl-mtls snapshot manifest")
+            if int(loaded.get("version", 0)) > FORMAT_VERSION:
+                raise InputError(
+                    f"{manifest}: snapshot format {loaded.get('version')} is newer than this tool"
+                )
+            self.manifest = loaded
+        elif not (self.root / "proxies").is_dir() and not (self.root / "kubernetes").is_dir():
+            raise InputError(f"snapshot {directory}: neither {MANIFEST}, kubernetes/ nor proxies/ found")
+        self._cache: dict[str, list[dict[str, Any]]] = {}
+
+    # -- Kubernetes objects -------------------------------------------------------------------
+    def _items(self, plural: str) -> list[dict[str, Any]]:
+        if plural not in self._cache:
+            path = self.root / "kubernetes" / f"{plural}.json"
+            items: list[dict[str, Any]] = []
+            if path.is_file():
+                data = jsonutil.loads(path.read_bytes(), str(path))
+                raw = data.get("items") if isinstance(data, dict) else data
+                if not isinstance(raw, list) or not all(isinstance(i, dict) for i in raw):
+                    raise InputError(f"{path}: expected {{'items': [objects]}}")
+                items = raw
+            elif plural == "pods":
+                items = self._pods_from_proxies()
+            self._cache[plural] = items
+        return self._cache[plural]
+
+    def _pods_from_proxies(self) -> list[dict[str, Any]]:
+        """A snapshot with dumps but no pods.json: each dump stands for a pod with a sidecar."""
+        pods = []
+        proxies = self.root / "proxies"
+        if proxies.is_dir():
+            for ns_dir in sorted(p for p in proxies.iterdir() if p.is_dir()):
+                for entry in sorted(ns_dir.iterdir()):
+                    name = entry.name.removesuffix(".json")
+                    if entry.is_dir() or entry.suffix == ".json":
+                        pods.append(
+                            {
+                                "metadata": {
+                                    "name": name,
+                                    "namespace": ns_dir.name,
+                                    "annotations": {FROM_DUMP: "true"},
+                                },
+                                "spec": {"containers": [{"name": "istio-proxy"}]},
+                            }
+                        )
+        return pods
+
+    def default_namespace(self) -> str:
+        value = self.manifest.get("default_namespace")
+        return value if isinstance(value, str) and value else "default"
+
+    def list_pods(self, namespace: str | None, selector: str | None = None) -> list[dict[str, Any]]:
+        from ..selectors import matches
+
+        return [
+            p
+            for p in self._items("pods")
+            if (namespace is None or (p.get("metadata") or {}).get("namespace") == namespace)
+            and (not selector or matches(selector, (p.get("metadata") or {}).get("labels") or {}))
+        ]
+
+    def get_pod(self, namespace: str, name: str) -> dict[str, Any]:
+        for pod in self.list_pods(namespace):
+            if (pod.get("metadata") or {}).get("name") == name:
+                return pod
+        raise NotFoundError(f'pod "{name}" not found in namespace "{namespace}" of {self.description}')
+
+    def list_objects(self, kind: str, namespace: str | None) -> list[dict[str, Any]]:
+        if kind not in KINDS:
+            raise UsageError(f"unknown kind {kind}")
+        return [
+            o
+            for o in self._items(kind)
+            if namespace is None
+            or not KINDS[kind].namespaced
+            or (o.get("metadata") or {}).get("namespace") == namespace
+        ]
+
+    # -- proxies ------------------------------------------------------------------------------
+    def proxy_documents(self, namespace: str, name: str) -> list[Document]:
+        base = self.root / "proxies" / namespace
+        single = base / f"{name}.json"
+        if single.is_file():
+            return [(str(single), jsonutil.loads(single.read_bytes(), str(single)))]
+        folder = base / name
+        if folder.is_dir():
+            files = sorted(folder.glob("*.json"))
+            if files:
+                return [(str(f), jsonutil.loads(f.read_bytes(), str(f))) for f in files]
+        for failure in self.manifest.get("incomplete") or []:
+            if failure.get("namespace") == namespace and failure.get("pod") == name:
+                raise InputError(f"{namespace}/{name}: not in the snapshot: {failure.get('error')}")
+        raise NotFoundError(f"{namespace}/{name}: no proxy config in {self.description}")
+
+
+class SnapshotWriter:
+    """Writes into a temporary sibling directory, then renames it into place: never half-written."""
+
+    def __init__(self, directory: str, force: bool = False) -> None:
+        self.target = Path(directory)
+        if self.target.exists():
+            if not self.target.is_dir():
+                raise UsageError(f"{directory} exists and is not a directory")
+            contents = list(self.target.iterdir())
+            if contents and not (force and (self.target / MANIFEST).is_file()):
+                hint = (
+                    " (pass --force to replace an earlier snapshot)"
+                    if (self.target / MANIFEST).is_file()
+                    else ""
+                )
+                raise UsageError(f"{directory} is not empty{hint}")
+        parent = self.target.parent if str(self.target.parent) else Path(".")
+        parent.mkdir(parents=True, exist_ok=True)
+        self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.target.name}.", dir=parent))
+
+    def write_json(self, relative: str, value: Any) -> None:
+        data = jsonutil.dumps(value)
+        self.write_bytes(relative, data)
+
+    def write_bytes(self, relative: str, data: bytes) -> None:
+        if has_private_key(data):  # last line of defence; scrubbers run before this
+            raise InputError(f"refusing to write {relative}: it contains a private key")
+        path = self.tmp / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+
+    def commit(self) -> None:
+        if self.target.exists():
+            old = self.target.with_name(f".{self.target.name}.old")
+            os.rename(self.target, old)
+            os.rename(self.tmp, self.target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(self.tmp, self.target)
+
+    def abort(self) -> None:
+        shutil.rmtree(self.tmp, ignore_errors=True)
