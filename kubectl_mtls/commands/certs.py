@@ -35,7 +35,10 @@ def rows_of(proxy: Proxy, moment: datetime) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     model = proxy.model
     entries: list[tuple[str, str, dict[str, Any]]] = []
+    root_fps = {r["fingerprint_sha256"] for r in model["roots"]}
     for index, cert in enumerate(model["certificates"]):
+        if index > 0 and cert["fingerprint_sha256"] in root_fps:
+            continue  # the chain's copy of a root also in ROOTCA: listed once, as ROOTCA
         if index == 0:
             role = "workload"
         elif cert.get("self_signed"):

@@ -70,25 +70,27 @@ class LiveSource:
         return any(os.path.isfile(p) for p in paths.split(os.pathsep) if p)
 
     def _load_kubeconfig(self, configuration: Any) -> None:
+        from kubernetes import config
         from kubernetes.config import kube_config
         from kubernetes.config.config_exception import ConfigException
 
         paths = self.conn.kubeconfig or os.environ.get("KUBECONFIG", os.path.expanduser("~/.kube/config"))
-        merged = kube_config.KubeConfigMerger(paths).config
-        doc = merged.value if hasattr(merged, "value") else merged
-        contexts = {c["name"]: c.get("context") or {} for c in doc.get("contexts") or []}
-        name = self.conn.context or doc.get("current-context")
-        if name not in contexts:
-            raise ConfigException(
-                f"context {name!r} not found in kubeconfig" if name else "no current context"
+        contexts, active = config.list_kube_config_contexts(config_file=paths)
+        by_name = {c["name"]: c.get("context") or {} for c in contexts or []}
+        name = self.conn.context or (active or {}).get("name")
+        if name not in by_name:
+            raise ConfigException(f"context {name!r} not found in kubeconfig" if name else "no current context")
+        self._namespace = by_name[name].get("namespace") or "default"
+        if not (self.conn.cluster or self.conn.user):
+            config.load_kube_config(
+                config_file=paths, context=name, client_configuration=configuration, persist_config=False
             )
-        context = dict(contexts[name])
-        if self.conn.cluster:
-            context["cluster"] = self.conn.cluster
-        if self.conn.user:
-            context["user"] = self.conn.user
-        self._namespace = context.get("namespace") or "default"
-        doc = dict(doc)
+            return
+        # --cluster / --user: point the chosen context elsewhere, as kubectl does.
+        doc = _plain(kube_config.KubeConfigMerger(paths).config)
+        context = dict(by_name[name])
+        context["cluster"] = self.conn.cluster or context.get("cluster")
+        context["user"] = self.conn.user or context.get("user")
         doc["contexts"] = [{"name": name, "context": context}]
         doc["current-context"] = name
         kube_config.load_kube_config_from_dict(
@@ -202,6 +204,16 @@ class LiveSource:
             return [(what, jsonutil.loads(out, what))]
         except InputError as exc:
             raise InputError(f"{exc} (first bytes: {out[:60]!r})") from None
+
+
+def _plain(node: Any) -> Any:
+    """The kubernetes client's merged kubeconfig (ConfigNode wrappers) as plain dicts and lists."""
+    value = getattr(node, "value", node)
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
 
 
 def _reason(exc: Exception) -> str:

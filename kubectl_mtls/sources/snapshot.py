@@ -154,6 +154,9 @@ class SnapshotWriter:
         parent = self.target.parent if str(self.target.parent) else Path(".")
         parent.mkdir(parents=True, exist_ok=True)
         self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.target.name}.", dir=parent))
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(self.tmp, 0o777 & ~umask)  # mkdtemp's 0700 would hide the snapshot from teammates
 
     def write_json(self, relative: str, value: Any) -> None:
         data = jsonutil.dumps(value)
@@ -168,7 +171,7 @@ class SnapshotWriter:
 
     def commit(self) -> None:
         if self.target.exists():
-            old = self.target.with_name(f".{self.target.name}.old")
+            old = Path(tempfile.mkdtemp(prefix=f".{self.target.name}.old.", dir=self.target.parent))
             os.rename(self.target, old)
             os.rename(self.tmp, self.target)
             shutil.rmtree(old, ignore_errors=True)
