@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import re
+from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
@@ -35,9 +36,8 @@ def load(relative: str) -> object:
 
 
 def model_of(relative: str, when: str = "2023-05-15T12:00:00+00:00"):
-    from datetime import datetime
-
-    return build("default", "pod", None, split([(relative, load(relative))]), datetime.fromisoformat(when))
+    raw = corpus_path(relative).read_bytes()
+    return build("default", "pod", None, split([(relative, raw)]), datetime.fromisoformat(when))
 
 
 def pems_in(relative: str) -> list[bytes]:
@@ -111,7 +111,7 @@ def test_autom_tls_cluster_and_old_destination_rule_path() -> None:
 
 def test_permissive_listener_and_derived_strict_variant() -> None:
     dump = load(AUTHZ)
-    proxy = build("default", "httpbin", None, split([("authz", dump)]), __import__("datetime").datetime.now())
+    proxy = build("default", "httpbin", None, split([("authz", orjson.dumps(dump))]), datetime.now(UTC))
     modes = {i["port"]: i["mode"] for i in proxy.model["inbound"]}
     assert modes == {80: "PERMISSIVE", None: "PERMISSIVE"}
     assert next(i for i in proxy.model["inbound"] if i["port"] == 80)["rbac"] is True
@@ -127,12 +127,12 @@ def test_permissive_listener_and_derived_strict_variant() -> None:
                 if c.get("filter_chain_match", {}).get("transport_protocol") != "raw_buffer"
                 and (c.get("transport_socket") or c.get("filter_chain_match", {}).get("destination_port"))
             ]
-    strict = build("default", "httpbin", None, split([("strict", dump)]), __import__("datetime").datetime.now())
+    strict = build("default", "httpbin", None, split([("strict", orjson.dumps(dump))]), datetime.now(UTC))
     assert {i["port"]: i["mode"] for i in strict.model["inbound"]} == {80: "STRICT", None: "STRICT"}
 
 
 def test_endpoint_metadata_decides_auto_mtls_per_endpoint() -> None:
-    sections = split([("endpoints", load(ENDPOINTS))])
+    sections = split([("endpoints", corpus_path(ENDPOINTS).read_bytes())])
     total = sum(len(v) for v in sections.endpoints.values())
     istio = sum(
         1 for metas in sections.endpoints.values() for m in metas
@@ -152,7 +152,7 @@ def test_waypoint_is_not_mistaken_for_a_sidecar() -> None:
 
 def test_non_dump_json_is_a_clear_error() -> None:
     with pytest.raises(InputError, match="not an Envoy config dump"):
-        split([("x.json", {"kind": "PodList"})])
+        split([("x.json", b'{"kind": "PodList"}')])
 
 
 def test_cli_reads_corpus_dumps_placed_in_a_snapshot(tmp_path: Path) -> None:

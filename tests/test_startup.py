@@ -41,8 +41,8 @@ def test_help_and_version_do_not_import_kubernetes(args: list[str]) -> None:
     "args",
     [
         ["certs", "-A"],
-        ["proxy", "default/productpage"],
-        ["rootdiff", "default/productpage", "default/reviews", "-o", "json"],
+        ["proxy", "shop/frontend-6c9f7d8b4-k2x7p"],
+        ["rootdiff", "shop/frontend-6c9f7d8b4-k2x7p", "orders-7f5b9c6d8-wq4zn.shop", "-o", "json"],
         ["certs", "-A", "-o", "yaml", "--query", "items[].fingerprint_sha256"],
     ],
 )

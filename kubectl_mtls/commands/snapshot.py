@@ -6,12 +6,14 @@ import argparse
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import orjson
+
 from .. import __version__
 from ..errors import EXIT_GATHER, EXIT_OK, MtlsError, NotFoundError, UsageError
 from ..normalize import pod as podinfo
 from ..render import Style, columns, emit
 from ..sources.kinds import KINDS, SNAPSHOT_KINDS
-from ..sources.scrub import scrub_dump, scrub_object, scrub_pod
+from ..sources.scrub import needs_scrub, scrub_dump, scrub_object, scrub_pod
 from ..sources.snapshot import FORMAT, FORMAT_VERSION, MANIFEST, SnapshotWriter
 from .common import namespace_of, now, open_source
 from .gather import WORKERS
@@ -88,8 +90,15 @@ def _collect(source: Any, scope: str | None, selector: str | None, writer: Snaps
             documents = source.proxy_documents(ns, name)
         except MtlsError as exc:
             return {"namespace": ns, "pod": name, "error": str(exc)}
-        for _, doc in documents:
-            writer.write_json(f"proxies/{ns}/{name}.json", scrub_dump(doc))
+        for what, raw in documents:
+            try:
+                doc = orjson.loads(raw)  # never store what we could not read back
+            except orjson.JSONDecodeError as exc:
+                return {"namespace": ns, "pod": name, "error": f"{what}: not valid JSON ({exc})"}
+            if needs_scrub(raw):
+                writer.write_json(f"proxies/{ns}/{name}.json", scrub_dump(doc))
+            else:  # istioctl's bytes unchanged: replays exactly, and keeps the fast parse path
+                writer.write_bytes(f"proxies/{ns}/{name}.json", raw)
         return None
 
     with ThreadPoolExecutor(max_workers=WORKERS) as pool:

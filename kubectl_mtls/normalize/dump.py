@@ -8,14 +8,20 @@ Accepted shapes (both key casings):
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from ..errors import InputError
-from .keys import JSON, items, obj, text, type_name
+from .keys import JSON, camel, items, obj, text, type_name
 from .keys import field as get
 
 SECRET_KEYS = ("dynamic_active_secrets", "dynamic_warming_secrets", "static_secrets")
+# The only Cluster fields the model reads; the rest (circuit breakers, LB, ...) is dropped on arrival
+# so thousands of clusters do not stay in memory whole.
+CLUSTER_FIELDS = ("name", "transport_socket", "transport_socket_matches", "metadata", "load_assignment")
 CLUSTER_KEYS = ("dynamic_active_clusters", "static_clusters", "dynamic_warming_clusters")
 LISTENER_KEYS = ("dynamic_listeners", "static_listeners")
 
@@ -63,11 +69,21 @@ def _add_clusters(out: Sections, dump: JSON) -> None:
             if key == "dynamic_warming_clusters":
                 out.warming_clusters.append(text(cluster, "name"))
             else:
-                out.clusters.append(cluster)
+                out.clusters.append(_trim(cluster))
+
+
+def _trim(cluster: JSON) -> JSON:
+    kept = {}
+    for name in CLUSTER_FIELDS:
+        for key in (name, camel(name)):
+            if key in cluster:
+                kept[key] = cluster[key]
+    return kept
 
 
 def _add_listeners(out: Sections, dump: JSON) -> None:
     out.seen.add("listeners")
+    # Outbound listeners carry nothing the model reads; keep only inbound ones and rejected ones.
     for entry in items(dump, "static_listeners"):
         listener = obj(entry, "listener")
         if listener:
@@ -132,7 +148,7 @@ def _add_document(out: Sections, doc: Any, what: str) -> None:
                 out.listeners.append(item)
             elif _looks_like_cluster(item):
                 out.seen.add("clusters")
-                out.clusters.append(item)
+                out.clusters.append(_trim(item))
             else:
                 raise InputError(
                     f"{what}: list item {text(item, 'name')!r} is neither an Envoy cluster nor a listener"
@@ -179,9 +195,88 @@ def _add_section(out: Sections, section: Any) -> bool:
     return True
 
 
-def split(documents: list[tuple[str, Any]]) -> Sections:
-    """Merge one or more parsed documents (label, JSON) describing the same proxy."""
+def split(documents: list[tuple[str, bytes]]) -> Sections:
+    """Merge one or more raw documents (label, JSON bytes) describing the same proxy."""
     out = Sections()
-    for what, doc in documents:
-        _add_document(out, doc, what)
+    for what, raw in documents:
+        if not _split_pretty(out, raw):
+            _add_document(out, _parse(raw, what), what)
     return out
+
+
+def _parse(raw: bytes | memoryview, what: str) -> Any:
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        head = bytes(raw[:60]).decode(errors="replace").strip()
+        raise InputError(f"{what}: not valid JSON ({exc}); it starts with {head!r}") from None
+
+
+# -- fast path ---------------------------------------------------------------------------------------
+# Envoy's admin (and so `istioctl proxy-config all`) pretty-prints with one space per level and never
+# puts a raw newline inside a string, so every line break is structure. That lets us cut the dump
+# into sections and the sections into list items by indentation, and parse only what the model
+# reads: outbound listeners and routes, most of a big dump, are never turned into Python objects.
+# Anything not in exactly that shape goes through the plain full parse instead.
+_SECTION = re.compile(rb'\n  \{\n   "@type": "type\.googleapis\.com/envoy\.admin\.v3\.(\w+)"')
+_LIST_KEY = re.compile(rb'\n   "(\w+)": \[')
+_ITEM_EDGE = re.compile(rb"\n    ([{}])")
+_SKIPPED = (b"RoutesConfigDump", b"ScopedRoutesConfigDump", b"EcdsConfigDump")
+_ITEMIZED = {
+    b"ListenersConfigDump": ("static_listeners", "dynamic_listeners"),
+    b"ClustersConfigDump": CLUSTER_KEYS,
+    b"EndpointsConfigDump": ("static_endpoint_configs", "dynamic_endpoint_configs"),
+}
+
+
+def _inbound_or_failed(raw: bytes, start: int, end: int) -> bool:
+    """Would the model read this listener? (cheap byte test before parsing it)"""
+    return any(raw.find(marker, start, end) >= 0 for marker in (b'"virtualInbound"', b'"INBOUND"', b'"error_state"'))
+
+
+def _split_pretty(out: Sections, raw: bytes) -> bool:
+    if not raw.startswith(b'{\n "configs": [\n  {'):
+        return False
+    marks = list(_SECTION.finditer(raw))
+    end_of_list = raw.rfind(b"\n ]")
+    if not marks or end_of_list < 0:
+        return False
+    view = memoryview(raw)
+    try:
+        for index, mark in enumerate(marks):
+            start = mark.start() + 1
+            stop = marks[index + 1].start() if index + 1 < len(marks) else end_of_list
+            kind = mark.group(1)
+            if kind in _SKIPPED:
+                continue
+            if kind not in _ITEMIZED:
+                body = bytes(view[start:stop]).rstrip().rstrip(b",")
+                _add_section(out, orjson.loads(body))
+                continue
+            _add_itemized(out, raw, view, kind, start, stop)
+    except (orjson.JSONDecodeError, ValueError):
+        out.__init__()  # type: ignore[misc]  # start over with the full parse
+        return False
+    return True
+
+
+def _add_itemized(out: Sections, raw: bytes, view: memoryview, kind: bytes, start: int, stop: int) -> None:
+    keys = [(m.start(), m.group(1).decode()) for m in _LIST_KEY.finditer(raw, start, stop)]
+    items_by_key: dict[str, list[Any]] = {}
+    opened = -1
+    for edge in _ITEM_EDGE.finditer(raw, start, stop):
+        if edge.group(1) == b"{":
+            opened = edge.start() + 1
+            continue
+        if opened < 0:
+            raise ValueError("unbalanced item")
+        close = edge.end()
+        owner = next((name for pos, name in reversed(keys) if pos < opened), None)
+        if owner not in _ITEMIZED[kind]:
+            raise ValueError(f"unexpected list {owner}")
+        if owner == "dynamic_listeners" and not _inbound_or_failed(raw, opened, close):
+            opened = -1
+            continue
+        items_by_key.setdefault(owner, []).append(orjson.loads(view[opened:close]))
+        opened = -1
+    _add_section(out, {"@type": f"type.googleapis.com/envoy.admin.v3.{kind.decode()}", **items_by_key})

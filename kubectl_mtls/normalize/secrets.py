@@ -63,17 +63,22 @@ def read_secrets(entries: list[JSON]) -> SecretMaterial:
             continue
         if name == WORKLOAD:
             out.has_workload_secret = True
-            pem = decode_inline(obj(secret, "tls_certificate", "certificate_chain"))
-            if not pem:
-                out.notes.append("secret default: no certificate_chain")
-                continue
             try:
+                pem = decode_inline(obj(secret, "tls_certificate", "certificate_chain"))
+                if not pem:
+                    out.notes.append("secret default: no certificate_chain")
+                    continue
                 out.chain = [describe(c) for c in load_pem_bundle(pem)]
             except CertError as exc:
                 out.notes.append(f"secret default: {exc}")
         elif name == ROOTS:
             out.has_root_secret = True
-            for pem, domain in _roots_of(secret):
+            try:
+                bundles = _roots_of(secret)
+            except CertError as exc:
+                out.notes.append(f"secret ROOTCA: {exc}")
+                bundles = []
+            for pem, domain in bundles:
                 if not pem:
                     continue
                 try:

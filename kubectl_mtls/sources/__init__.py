@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-Document = tuple[str, Any]  # (where it came from, parsed JSON)
+Document = tuple[str, bytes]  # (where it came from, raw JSON bytes as istioctl or a file gave them)
 
 
 class Source(Protocol):
@@ -27,7 +27,7 @@ class Source(Protocol):
         ...
 
     def proxy_documents(self, namespace: str, name: str) -> list[Document]:
-        """The pod's Envoy config as one or more parsed documents (raw dump, or istioctl pieces)."""
+        """The pod's Envoy config: one raw dump, or istioctl's cluster/listener/secret pieces."""
         ...
 
     def list_objects(self, kind: str, namespace: str | None) -> list[dict[str, Any]]:

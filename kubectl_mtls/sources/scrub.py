@@ -15,6 +15,16 @@ PRIVATE_KEY_PEM = re.compile(rb"-----BEGIN [A-Z ]*PRIVATE KEY-----.*?-----END [A
 KEPT_ENV = re.compile(r"^(ISTIO_KUBE_APP_PROBERS|ISTIO_META_[A-Z_]+|PROXY_CONFIG|ISTIO_META_MESH_ID)$")
 
 
+# A private_key whose value is anything but Envoy's redaction marker.
+_UNREDACTED_KEY = re.compile(
+    rb'"private_?[kK]ey":\s*\{\s*"(?:inline_?[bB]ytes|inline_?[sS]tring)":\s*"(?!W3JlZGFjdGVkXQ==|\[redacted\])'
+)
+
+
+def needs_scrub(raw: bytes) -> bool:
+    return _UNREDACTED_KEY.search(raw) is not None or has_private_key(raw)
+
+
 def scrub_dump(doc: Any) -> Any:
     """Replace every `private_key` (either casing) with Envoy's redaction marker, recursively."""
     if isinstance(doc, dict):

@@ -123,12 +123,12 @@ class SnapshotSource:
         base = self.root / "proxies" / namespace
         single = base / f"{name}.json"
         if single.is_file():
-            return [(str(single), jsonutil.loads(single.read_bytes(), str(single)))]
+            return [(str(single), single.read_bytes())]
         folder = base / name
         if folder.is_dir():
             files = sorted(folder.glob("*.json"))
             if files:
-                return [(str(f), jsonutil.loads(f.read_bytes(), str(f))) for f in files]
+                return [(str(f), f.read_bytes()) for f in files]
         for failure in self.manifest.get("incomplete") or []:
             if failure.get("namespace") == namespace and failure.get("pod") == name:
                 raise InputError(f"{namespace}/{name}: not in the snapshot: {failure.get('error')}")

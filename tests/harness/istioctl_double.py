@@ -86,7 +86,7 @@ import urllib.error
 import urllib.request
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 CLIENT_VERSION = "1.28.0"
 ENV_MAP = "ISTIOCTL_DOUBLE_MAP"
@@ -152,7 +152,7 @@ def _unsupported(message: str) -> CommandError:
 # Go encoding helpers
 # --------------------------------------------------------------------------------------------------
 
-_GO_NEEDS_ESCAPE = re.compile("[\x00-\x1f\"\\\\<>&\u2028\u2029\ud800-\udfff]")
+_GO_NEEDS_ESCAPE = re.compile('[\x00-\x1f"\\\\<>&\u2028\u2029\ud800-\udfff]')
 _GO_SHORT_ESCAPES = {'"': '\\"', "\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t", "\b": "\\b", "\f": "\\f"}
 
 
@@ -371,8 +371,9 @@ class _Registry:
         except KeyError:
             self.pool.AddSerializedFile(fdp.SerializeToString())
 
-    def _field(self, msg: Any, name: str, number: int, ftype: str, *, repeated: bool = False,
-               type_name: str = "") -> None:
+    def _field(
+        self, msg: Any, name: str, number: int, ftype: str, *, repeated: bool = False, type_name: str = ""
+    ) -> None:
         fdp = self.descriptor_pb2.FieldDescriptorProto
         field = msg.field.add()
         field.name = name
@@ -386,39 +387,61 @@ class _Registry:
     def _register_extra_types(self) -> None:
         d = self.descriptor_pb2
         # Placeholder for Any payloads of unknown type (keeps the original URL and an index).
-        f = d.FileDescriptorProto(name="istioctl_double/internal.proto", package="istioctl_double.internal",
-                                  syntax="proto3")
+        f = d.FileDescriptorProto(
+            name="istioctl_double/internal.proto", package="istioctl_double.internal", syntax="proto3"
+        )
         m = f.message_type.add(name="UnknownAny")
         self._field(m, "type_url", 1, "STRING")
         self._field(m, "index", 2, "INT32")
         self._add_file(f)
 
         # istio/api envoy/config/filter/network/metadata_exchange/metadata_exchange.proto
-        f = d.FileDescriptorProto(name="envoy/config/filter/network/metadata_exchange/metadata_exchange.proto",
-                                  package="envoy.tcp.metadataexchange.config", syntax="proto3")
+        f = d.FileDescriptorProto(
+            name="envoy/config/filter/network/metadata_exchange/metadata_exchange.proto",
+            package="envoy.tcp.metadataexchange.config",
+            syntax="proto3",
+        )
         m = f.message_type.add(name="MetadataExchange")
         self._field(m, "protocol", 1, "STRING")
         self._field(m, "enable_discovery", 2, "BOOL")
         self._add_file(f)
 
         # istio/api envoy/config/filter/http/alpn/v2alpha1/config.proto (shape pilot emits)
-        f = d.FileDescriptorProto(name="envoy/config/filter/http/alpn/v2alpha1/config.proto",
-                                  package="istio.envoy.config.filter.http.alpn.v2alpha1", syntax="proto3")
+        f = d.FileDescriptorProto(
+            name="envoy/config/filter/http/alpn/v2alpha1/config.proto",
+            package="istio.envoy.config.filter.http.alpn.v2alpha1",
+            syntax="proto3",
+        )
         m = f.message_type.add(name="FilterConfig")
         e = m.enum_type.add(name="Protocol")
         for i, value in enumerate(("HTTP10", "HTTP11", "HTTP2")):
             e.value.add(name=value, number=i)
         o = m.nested_type.add(name="AlpnOverride")
-        self._field(o, "upstream_protocol", 1, "ENUM",
-                    type_name=".istio.envoy.config.filter.http.alpn.v2alpha1.FilterConfig.Protocol")
+        self._field(
+            o,
+            "upstream_protocol",
+            1,
+            "ENUM",
+            type_name=".istio.envoy.config.filter.http.alpn.v2alpha1.FilterConfig.Protocol",
+        )
         self._field(o, "alpn_override", 2, "STRING", repeated=True)
-        self._field(m, "alpn_override", 1, "MESSAGE", repeated=True,
-                    type_name=".istio.envoy.config.filter.http.alpn.v2alpha1.FilterConfig.AlpnOverride")
+        self._field(
+            m,
+            "alpn_override",
+            1,
+            "MESSAGE",
+            repeated=True,
+            type_name=".istio.envoy.config.filter.http.alpn.v2alpha1.FilterConfig.AlpnOverride",
+        )
         self._add_file(f)
 
         # istio/api envoy/extensions/stats/config.proto
-        f = d.FileDescriptorProto(name="envoy/extensions/stats/config.proto", package="stats", syntax="proto3",
-                                  dependency=["google/protobuf/duration.proto"])
+        f = d.FileDescriptorProto(
+            name="envoy/extensions/stats/config.proto",
+            package="stats",
+            syntax="proto3",
+            dependency=["google/protobuf/duration.proto"],
+        )
         e = f.enum_type.add(name="MetricType")
         for i, value in enumerate(("COUNTER", "GAUGE", "HISTOGRAM")):
             e.value.add(name=value, number=i)
@@ -608,7 +631,12 @@ def _parse_into(data: Any, descriptor: Any, registry: _Registry, unknown_fields:
 
 def apply_mask(raw: bytes, fields: tuple[str, ...]) -> bytes:
     """Emulate the admin ``?mask=`` (FieldMask trimmed on every top-level dump; none dropped)."""
-    data = json.loads(raw)
+    try:
+        data = json.loads(raw)
+    except ValueError as exc:
+        raise _istioctl_error(f"error unmarshalling config dump response from Envoy: {exc}") from None
+    if not isinstance(data, dict):
+        return raw
     configs = []
     for config in data.get("configs", []):
         if isinstance(config, dict):
@@ -787,10 +815,8 @@ class Jsonpb:
                 self._w(comma)
                 if self.indent:
                     self._w("\n" + indent + self.indent + self.indent)
-                if key_fd.type == key_fd.TYPE_BOOL:
-                    key_text = "true" if key else "false"
-                else:
-                    key_text = str(key)
+                is_bool = key_fd.type == key_fd.TYPE_BOOL
+                key_text = ("true" if key else "false") if is_bool else str(key)
                 self._w(go_quote(key_text) + ":")
                 if self.indent:
                     self._w(" ")
@@ -1106,7 +1132,7 @@ def _append_log(argv: list[str]) -> None:
 def _fetch_admin(base: str, path: str, target: str) -> bytes:
     url = base.rstrip("/") + "/" + path
     try:
-        with urllib.request.urlopen(url, timeout=30) as response:  # noqa: S310 - test-only local admin
+        with urllib.request.urlopen(url, timeout=30) as response:
             return response.read()
     except urllib.error.HTTPError as exc:
         body = exc.read().decode("utf-8", "replace").strip()
@@ -1135,7 +1161,7 @@ def _resolve(base: Path | None, value: str) -> Path:
 class _Flags:
     """Minimal pflag-like parser for the flags the double understands."""
 
-    GLOBAL_VALUE = {
+    GLOBAL_VALUE: ClassVar[dict[str, str]] = {
         "--context": "context",
         "--kubeconfig": "kubeconfig",
         "-c": "kubeconfig",
@@ -1169,8 +1195,10 @@ class _Flags:
             if name in self.bool_flags:
                 key = self.bool_flags[name]
                 if eq and inline.lower() not in ("true", "false", "1", "0", "t", "f"):
-                    raise _istioctl_error(f'invalid argument "{inline}" for "{name}" flag: strconv.ParseBool: '
-                                          f'parsing "{inline}": invalid syntax')
+                    raise _istioctl_error(
+                        f'invalid argument "{inline}" for "{name}" flag: strconv.ParseBool: '
+                        f'parsing "{inline}": invalid syntax'
+                    )
                 self.values[key] = (inline.lower() in ("true", "1", "t")) if eq else True
                 continue
             if name not in self.value_flags:
@@ -1227,15 +1255,15 @@ def _entry_for(mapping: dict[str, Any], target: str, sub: str) -> dict[str, Any]
 
 
 def run_proxy_config(args: list[str], out: list[str | bytes]) -> int:
-    if not args or args[0].startswith("-"):
-        raise _istioctl_error('unknown command "" for "istioctl proxy-config"' if not args else
-                              "proxy-config requires a subcommand")
-    sub_name = args[0]
+    # cobra lets flags come before the subcommand: the first positional argument names it
+    flags = _Flags(PC_VALUE_FLAGS, PC_BOOL_FLAGS)
+    flags.parse(args)
+    if not flags.positional:
+        raise _unsupported("proxy-config needs a subcommand (all|cluster|listener|secret|endpoint)")
+    sub_name = flags.positional.pop(0)
     sub = PC_ALIASES.get(sub_name)
     if sub is None:
         raise _unsupported(f"proxy-config subcommand {sub_name!r} is not emulated")
-    flags = _Flags(PC_VALUE_FLAGS, PC_BOOL_FLAGS)
-    flags.parse(args[1:])
     values = flags.values
     output = values.get("output", "short")
     if output != "json":
@@ -1244,8 +1272,9 @@ def run_proxy_config(args: list[str], out: list[str | bytes]) -> int:
     try:
         port = int(port_text)
     except ValueError:
-        raise _istioctl_error(f'invalid argument "{port_text}" for "--port" flag: strconv.ParseInt: '
-                              f'parsing "{port_text}": invalid syntax') from None
+        raise _istioctl_error(
+            f'invalid argument "{port_text}" for "--port" flag: strconv.ParseInt: parsing "{port_text}": invalid syntax'
+        ) from None
     opts = {
         "fqdn": values.get("fqdn", ""),
         "direction": values.get("direction", ""),
@@ -1258,7 +1287,8 @@ def run_proxy_config(args: list[str], out: list[str | bytes]) -> int:
     }
     file_arg = values.get("file")
     if (len(flags.positional) == 1) == bool(file_arg):
-        raise _istioctl_error(f"{sub} requires pod name or --file parameter")
+        noun = "endpoints" if sub == "endpoint" else sub
+        raise _istioctl_error(f"{noun} requires pod name or --file parameter")
 
     unknown_any = "error"
     unknown_fields = "error"
@@ -1319,8 +1349,17 @@ def run_proxy_config(args: list[str], out: list[str | bytes]) -> int:
 
 
 def run_proxy_status(args: list[str], out: list[str | bytes]) -> int:
-    flags = _Flags({"-o": "output", "--output": "output", "-r": "revision", "--revision": "revision",
-                    "--file": "file", "-f": "file"}, {"--verbose": "verbose"})
+    flags = _Flags(
+        {
+            "-o": "output",
+            "--output": "output",
+            "-r": "revision",
+            "--revision": "revision",
+            "--file": "file",
+            "-f": "file",
+        },
+        {"--verbose": "verbose"},
+    )
     flags.parse(args)
     mapping, _ = _load_mapping()
     text = mapping.get("__proxy_status__")
@@ -1332,8 +1371,10 @@ def run_proxy_status(args: list[str], out: list[str | bytes]) -> int:
 
 
 def run_version(args: list[str], out: list[str | bytes]) -> int:
-    flags = _Flags({"-o": "output", "--output": "output", "-r": "revision", "--revision": "revision"},
-                   {"--remote": "remote", "--short": "short", "-s": "short"})
+    flags = _Flags(
+        {"-o": "output", "--output": "output", "-r": "revision", "--revision": "revision"},
+        {"--remote": "remote", "--short": "short", "-s": "short"},
+    )
     flags.parse(args)
     version = CLIENT_VERSION
     with contextlib.suppress(CommandError):
@@ -1356,19 +1397,22 @@ Available Commands:
 """
 
 
-def _split_globals(argv: list[str]) -> list[str]:
-    """Drop global flags that appear before the command (they are accepted anywhere)."""
-    rest: list[str] = []
+def _split_globals(argv: list[str]) -> tuple[list[str], list[str]]:
+    """Split global flags placed before the command from the rest (they are accepted anywhere)."""
+    leading: list[str] = []
     i = 0
     while i < len(argv):
         arg = argv[i]
         name = arg.partition("=")[0]
-        if not rest and name in _Flags.GLOBAL_VALUE:
-            i += 1 if "=" in arg else 2
-            continue
-        rest.append(arg)
-        i += 1
-    return rest
+        if name in _Flags.GLOBAL_VALUE:
+            width = 1 if "=" in arg else 2
+        elif not arg.startswith("--") and arg[:2] in _Flags.GLOBAL_VALUE and len(arg) > 2:
+            width = 1  # -nshop
+        else:
+            break
+        leading.extend(argv[i : i + width])
+        i += width
+    return leading, argv[i:]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -1381,21 +1425,23 @@ def main(argv: list[str] | None = None) -> int:
     out: list[str | bytes] = []
     code = 0
     try:
-        rest = _split_globals(args)
-        # global flags between the command and its subcommand are handled by each parser
+        leading, rest = _split_globals(args)
+        # every command parser accepts the global flags, wherever they were written
+        command_args = rest[1:] + leading
         if not rest or rest[0] in ("-h", "--help", "help"):
             out.append(USAGE)
         elif rest[0] in ("proxy-config", "pc"):
-            code = run_proxy_config(rest[1:], out)
+            code = run_proxy_config(command_args, out)
         elif rest[0] in ("proxy-status", "ps"):
-            code = run_proxy_status(rest[1:], out)
+            code = run_proxy_status(command_args, out)
         elif rest[0] == "version":
-            code = run_version(rest[1:], out)
+            code = run_version(command_args, out)
         elif rest[0].startswith("-"):
             raise _istioctl_error(f"unknown flag: {rest[0].partition('=')[0]}")
         else:
-            raise CommandError(f'Error: unknown command "{rest[0]}" for "istioctl"\n'
-                               "Run 'istioctl --help' for usage.\n", 1)
+            raise CommandError(
+                f'Error: unknown command "{rest[0]}" for "istioctl"\nRun \'istioctl --help\' for usage.\n', 1
+            )
     except CommandError as exc:
         _write_out(out)
         sys.stderr.flush()
@@ -1457,8 +1503,9 @@ def install(bin_dir: Path, mapping_file: Path, log_file: Path | None = None) -> 
     log_path = str(Path(log_file).resolve()) if log_file is not None else None
     python = sys.executable
     if " " not in python and len(python) < 120 and "\n" not in python:
-        content = _SCRIPT.format(python=python, env_map=ENV_MAP, map_path=map_path, env_log=ENV_LOG,
-                                 log_path=log_path, module=module)
+        content = _SCRIPT.format(
+            python=python, env_map=ENV_MAP, map_path=map_path, env_log=ENV_LOG, log_path=log_path, module=module
+        )
     else:
         exports = f"{ENV_MAP}={_sh_quote(map_path)}\nexport {ENV_MAP}\n"
         if log_path is not None:
