@@ -40,14 +40,28 @@ def build_dump(clusters: int, workdir: Path) -> Path:
     root = make_root()
     cert = make_workload(root, "default", "client", chain=[root])
     outbound = [
-        OutboundCluster(f"svc-{i}.ns-{i % 50}.svc.cluster.local", 8080 + i % 7, 9, expected_sans=[
-            spiffe_id(f"ns-{i % 50}", f"sa-{i}")], mode="AUTO" if i % 5 else "ISTIO_MUTUAL")
+        OutboundCluster(
+            f"svc-{i}.ns-{i % 50}.svc.cluster.local",
+            8080 + i % 7,
+            9,
+            expected_sans=[spiffe_id(f"ns-{i % 50}", f"sa-{i}")],
+            mode="AUTO" if i % 5 else "ISTIO_MUTUAL",
+        )
         for i in range(clusters)
     ]
     with Mesh() as mesh:
-        sidecar = mesh.add(Sidecar(pod="big", namespace="default", service_account="client",
-                                   cert_chain_pem=cert.cert_pem, key_pem=cert.key_pem, root_pems=[root.cert_pem],
-                                   inbound_mode="STRICT", outbound=outbound))
+        sidecar = mesh.add(
+            Sidecar(
+                pod="big",
+                namespace="default",
+                service_account="client",
+                cert_chain_pem=cert.cert_pem,
+                key_pem=cert.key_pem,
+                root_pems=[root.cert_pem],
+                inbound_mode="STRICT",
+                outbound=outbound,
+            )
+        )
         dump = sidecar.config_dump()
     target = workdir / "proxies" / "default" / "big.json"
     target.parent.mkdir(parents=True)
@@ -67,8 +81,10 @@ def timed(argv: list[str], runs: int) -> tuple[float, int]:
 
 def rss_of(argv: list[str]) -> int:
     """Max RSS (KiB) of one child, measured through a fresh wrapper so children do not mix."""
-    code = ("import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL);"
-            "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
+    code = (
+        "import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL);"
+        "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
+    )
     return int(subprocess.run([sys.executable, "-c", code, *argv], check=True, capture_output=True).stdout)
 
 
@@ -100,8 +116,10 @@ def main() -> int:
         started = time.perf_counter()
         dump = build_dump(args.clusters, snapshot)
         size = dump.stat().st_size
-        print(f"dump: {args.clusters} outbound clusters, {size / 1e6:.1f} MB "
-              f"(real Envoy, built in {time.perf_counter() - started:.1f}s)")
+        print(
+            f"dump: {args.clusters} outbound clusters, {size / 1e6:.1f} MB "
+            f"(real Envoy, built in {time.perf_counter() - started:.1f}s)"
+        )
         cli = str(Path(sys.executable).parent / "kubectl-mtls")
         ours_argv = [cli, "proxy", "default/big", "--snapshot", str(snapshot), "-o", "json"]
         base_argv = [sys.executable, "-c", BASELINE, str(dump)]
@@ -114,18 +132,35 @@ def main() -> int:
         assert len(check["clusters"]) == args.clusters, "the model lost clusters"
         mem_ratio = (ours_rss - idle_rss) * 1024 / size
         rows = [
-            ("whole process, best of %d" % args.runs, f"{base_t * 1000:.0f} ms", f"{ours_t * 1000:.0f} ms",
-             f"{ours_t / base_t:.2f}x", "< 2x"),
-            ("in-process: orjson.loads vs our split+build", f"{parse_t * 1000:.0f} ms", f"{norm_t * 1000:.0f} ms",
-             f"{norm_t / parse_t:.2f}x", ""),
-            ("peak RSS", f"{base_rss / 1024:.0f} MiB", f"{ours_rss / 1024:.0f} MiB",
-             f"{mem_ratio:.2f}x file", "< 4x file (above idle)"),
+            (
+                "whole process, best of %d" % args.runs,
+                f"{base_t * 1000:.0f} ms",
+                f"{ours_t * 1000:.0f} ms",
+                f"{ours_t / base_t:.2f}x",
+                "< 2x",
+            ),
+            (
+                "in-process: orjson.loads vs our split+build",
+                f"{parse_t * 1000:.0f} ms",
+                f"{norm_t * 1000:.0f} ms",
+                f"{norm_t / parse_t:.2f}x",
+                "",
+            ),
+            (
+                "peak RSS",
+                f"{base_rss / 1024:.0f} MiB",
+                f"{ours_rss / 1024:.0f} MiB",
+                f"{mem_ratio:.2f}x file",
+                "< 4x file (above idle)",
+            ),
         ]
         print(f"{'measure':<40}{'orjson.loads only':>20}{'kubectl mtls proxy':>20}{'ratio':>14}  target")
         for name, base, ours, ratio, target in rows:
             print(f"{name:<40}{base:>20}{ours:>20}{ratio:>14}  {target}")
-        print(f"(idle interpreter with orjson: {idle_rss / 1024:.0f} MiB; python {sys.version.split()[0]}, "
-              f"{os.cpu_count()} cores)")
+        print(
+            f"(idle interpreter with orjson: {idle_rss / 1024:.0f} MiB; python {sys.version.split()[0]}, "
+            f"{os.cpu_count()} cores)"
+        )
     return 0
 
 

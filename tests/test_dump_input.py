@@ -49,8 +49,11 @@ def test_the_bundled_dumps_really_take_the_fast_path() -> None:
     ("content", "message"),
     [
         (b"", "not valid JSON"),
-        (b"{\n \"configs\": [\n  {\n   \"@type\": \"type.googleapis.com/envoy.admin.v3.SecretsConfigDump\"", "not valid JSON"),
-        (b"Error: no running Istio pods in \"istio-system\"", "not valid JSON"),
+        (
+            b'{\n "configs": [\n  {\n   "@type": "type.googleapis.com/envoy.admin.v3.SecretsConfigDump"',
+            "not valid JSON",
+        ),
+        (b'Error: no running Istio pods in "istio-system"', "not valid JSON"),
         (b'{"kind": "PodList", "items": []}', "not an Envoy config dump"),
         (b"[1, 2]", "expected a list of Envoy clusters or listeners"),
         (b'"just a string"', "expected a JSON object or array"),
@@ -69,15 +72,34 @@ def test_malformed_dumps_are_one_line_errors(tmp_path: Path, content: bytes, mes
 
 
 def _secrets_dump(chain_b64: str, roots_b64: str) -> bytes:
-    return json.dumps({"configs": [{
-        "@type": "type.googleapis.com/envoy.admin.v3.SecretsConfigDump",
-        "dynamic_active_secrets": [
-            {"name": "default", "secret": {"name": "default", "tls_certificate": {
-                "certificate_chain": {"inline_bytes": chain_b64},
-                "private_key": {"inline_bytes": "W3JlZGFjdGVkXQ=="}}}},
-            {"name": "ROOTCA", "secret": {"name": "ROOTCA", "validation_context": {
-                "trusted_ca": {"inline_bytes": roots_b64}}}},
-        ]}]}).encode()
+    return json.dumps(
+        {
+            "configs": [
+                {
+                    "@type": "type.googleapis.com/envoy.admin.v3.SecretsConfigDump",
+                    "dynamic_active_secrets": [
+                        {
+                            "name": "default",
+                            "secret": {
+                                "name": "default",
+                                "tls_certificate": {
+                                    "certificate_chain": {"inline_bytes": chain_b64},
+                                    "private_key": {"inline_bytes": "W3JlZGFjdGVkXQ=="},
+                                },
+                            },
+                        },
+                        {
+                            "name": "ROOTCA",
+                            "secret": {
+                                "name": "ROOTCA",
+                                "validation_context": {"trusted_ca": {"inline_bytes": roots_b64}},
+                            },
+                        },
+                    ],
+                }
+            ]
+        }
+    ).encode()
 
 
 def test_odd_certificates_become_incomplete_notes_not_crashes() -> None:
@@ -92,19 +114,39 @@ def test_odd_certificates_become_incomplete_notes_not_crashes() -> None:
 
 
 def test_missing_and_warming_secrets_are_named() -> None:
-    raw = json.dumps({"configs": [{
-        "@type": "type.googleapis.com/envoy.admin.v3.SecretsConfigDump",
-        "dynamic_warming_secrets": [{"name": "default", "version_info": "uninitialized"}]}]}).encode()
+    raw = json.dumps(
+        {
+            "configs": [
+                {
+                    "@type": "type.googleapis.com/envoy.admin.v3.SecretsConfigDump",
+                    "dynamic_warming_secrets": [{"name": "default", "version_info": "uninitialized"}],
+                }
+            ]
+        }
+    ).encode()
     notes = model(raw)["incomplete"]
     assert "secret default is still warming (istiod has not delivered it)" in notes
     assert "no active secret 'ROOTCA' (trusted roots)" in notes
 
 
 def test_listener_rejected_by_envoy_is_reported() -> None:
-    raw = json.dumps({"configs": [{
-        "@type": "type.googleapis.com/envoy.admin.v3.ListenersConfigDump",
-        "dynamic_listeners": [{"name": "virtualInbound", "error_state": {
-            "details": "Error adding/updating listener(s) virtualInbound: bad filter chain"}}]}]}).encode()
+    raw = json.dumps(
+        {
+            "configs": [
+                {
+                    "@type": "type.googleapis.com/envoy.admin.v3.ListenersConfigDump",
+                    "dynamic_listeners": [
+                        {
+                            "name": "virtualInbound",
+                            "error_state": {
+                                "details": "Error adding/updating listener(s) virtualInbound: bad filter chain"
+                            },
+                        }
+                    ],
+                }
+            ]
+        }
+    ).encode()
     notes = model(raw)["incomplete"]
     assert any("virtualInbound: Error adding/updating listener(s)" in n for n in notes)
 

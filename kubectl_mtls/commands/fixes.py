@@ -79,6 +79,18 @@ def rootdiff_verdict(
             " && ".join(restart_command(p) for p in lacking) or None,
         )
     newest = _newest_root(src, dst)
+    stale = [p for p in (src, dst) if newest not in p.root_fingerprints()]
+    current = [p for p in (src, dst) if p not in stale]
+    signer = _signing_root(stale[0], moment) if len(stale) == 1 else None
+    if signer is not None and current and signer not in current[0].root_fingerprints():
+        # The usual rotation fault: one pod was not restarted and still lives entirely under an old root.
+        old, new = stale[0], current[0]
+        return (
+            f"{old.ref} still trusts only older roots and holds a certificate issued under "
+            f"{_short(signer)}, while {new.ref} moved to the newest root {_short(newest)}: "
+            f"restart {old.ref} to load the new root and get a new certificate",
+            restart_command(old),
+        )
     problems, commands = [], []
     for chain_side, roots_side, ok in (
         (src, dst, result["source_trusted_by_destination"]),

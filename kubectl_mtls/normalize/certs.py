@@ -132,7 +132,7 @@ def _verification_time(chain: list[x509.Certificate], now: datetime) -> datetime
 def _explain(message: str) -> str:
     """cryptography's path-building wording, restated as the TLS error operators search for."""
     if "candidates exhausted" in message or "exceeds max depth" in message:
-        return "unable to get local issuer certificate (no trusted root signed this chain)"
+        return "unable to get local issuer certificate: no trusted root signed this chain"
     return message
 
 
