@@ -133,7 +133,7 @@ def main() -> int:
         mem_ratio = (ours_rss - idle_rss) * 1024 / size
         rows = [
             (
-                "whole process, best of %d" % args.runs,
+                f"whole process, best of {args.runs}",
                 f"{base_t * 1000:.0f} ms",
                 f"{ours_t * 1000:.0f} ms",
                 f"{ours_t / base_t:.2f}x",
