@@ -32,7 +32,7 @@ def program_name(argv0: str) -> str:
 
 
 def build_parser(prog: str) -> argparse.ArgumentParser:
-    from .commands import certs, proxy, rootdiff, snapshot, version
+    from .commands import certs, check, completion, explain, proxy, rootdiff, snapshot, version
     from .commands.common import output_parent, source_parent
 
     parser = Parser(
@@ -44,16 +44,23 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"kubectl-mtls v{__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     output, source = output_parent(), source_parent()
+    check.register(sub, output, source)
+    explain.register(sub, output)
     proxy.register(sub, output, source)
     certs.register(sub, output, source)
     rootdiff.register(sub, output, source)
     snapshot.register(sub, output, source)
     version.register(sub, output)
+    completion.register(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
+    if args_list[:1] == ["__complete"]:  # shell completion (see completion.py); never parsed as a command
+        from .completion import main as complete
+
+        return complete(args_list[1:])
     parser = build_parser(program_name(sys.argv[0]))
     args = parser.parse_args(args_list)
     if not getattr(args, "handler", None):

@@ -40,6 +40,7 @@ def main() -> int:
         with FakeCluster(Path(tmp), scenario.pods + scenario.objects) as cluster:
             for name, sidecar in scenario.sidecars.items():
                 cluster.add_sidecar(scenario.namespace, name, sidecar.admin_url)
+            cluster.set_proxy_status(scenario.proxy_status)
             cli = Path(sys.executable).parent / "kubectl-mtls"
             proc = subprocess.run(
                 [str(cli), "snapshot", "-n", scenario.namespace, "-d", args.out, "--force"],

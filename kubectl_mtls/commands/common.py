@@ -64,6 +64,10 @@ def source_parent() -> argparse.ArgumentParser:
     )
     group.add_argument("--istioctl", metavar="PATH", help="istioctl binary (default: istioctl on PATH)")
     group.add_argument(
+        "-i", "--istio-namespace", default="istio-system", metavar="NS",
+        help="namespace of istiod and its CA (default istio-system)",
+    )
+    group.add_argument(
         "--istioctl-timeout",
         type=parse_duration,
         default=30.0,
@@ -89,6 +93,7 @@ def open_source(args: argparse.Namespace) -> Source:
             request_timeout=args.request_timeout or None,
             istioctl=args.istioctl,
             istioctl_timeout=args.istioctl_timeout,
+            istio_namespace=args.istio_namespace,
         )
     )
 

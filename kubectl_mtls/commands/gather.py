@@ -37,9 +37,18 @@ def load_proxy(
 
 
 def load_many(
-    source: Source, pods: list[dict[str, Any]], now: datetime
+    source: Source, pods: list[dict[str, Any]], now: datetime, workers: int = WORKERS, progress: bool = False
 ) -> tuple[list[Proxy], list[dict[str, str]]]:
-    """Models of many pods; the ones that could not be read go to `incomplete` with the error line."""
+    """Models of many pods; the ones that could not be read go to `incomplete` with the error line.
+
+    Each dump is normalized as soon as it arrives and then dropped: only the small models stay.
+    With `progress`, a counter goes to stderr (callers enable it only on a terminal).
+    """
+    import sys
+    import threading
+
+    done = [0]
+    lock = threading.Lock()
 
     def one(pod: dict[str, Any]) -> Proxy | dict[str, str]:
         namespace, name = podinfo.name_of(pod)
@@ -47,9 +56,17 @@ def load_many(
             return load_proxy(source, namespace, name, now, pod)
         except MtlsError as exc:
             return {"namespace": namespace, "pod": name, "error": str(exc)}
+        finally:
+            if progress:
+                with lock:
+                    done[0] += 1
+                    sys.stderr.write(f"\rreading sidecars: {done[0]}/{len(pods)}\033[K")
+                    sys.stderr.flush()
 
-    with ThreadPoolExecutor(max_workers=WORKERS) as pool:
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         results = list(pool.map(one, pods))
+    if progress and pods:
+        sys.stderr.write("\r\033[K")
     proxies = [r for r in results if isinstance(r, Proxy)]
     incomplete = [r for r in results if isinstance(r, dict)]
     return proxies, incomplete

@@ -13,8 +13,8 @@ from ..errors import EXIT_GATHER, EXIT_OK, MtlsError, NotFoundError, UsageError
 from ..normalize import pod as podinfo
 from ..render import Style, columns, emit
 from ..sources.kinds import KINDS, SNAPSHOT_KINDS
-from ..sources.scrub import needs_scrub, scrub_dump, scrub_object, scrub_pod
-from ..sources.snapshot import FORMAT, FORMAT_VERSION, MANIFEST, SnapshotWriter
+from ..sources.scrub import needs_scrub, scrub_dump, scrub_object, scrub_pod, scrub_secret
+from ..sources.snapshot import FORMAT, FORMAT_VERSION, MANIFEST, PROXY_STATUS, SnapshotWriter, log_path
 from .common import namespace_of, now, open_source
 from .gather import WORKERS
 
@@ -37,6 +37,11 @@ def register(sub: Any, output: argparse.ArgumentParser, source: argparse.Argumen
     parser.add_argument("-A", "--all-namespaces", action="store_true", help="every namespace")
     parser.add_argument("-l", "--selector", help="label selector for pods")
     parser.add_argument("--force", action="store_true", help="replace an earlier snapshot in DIR")
+    parser.add_argument(
+        "--logs", action="store_true",
+        help="also save the last istio-proxy log lines of each sidecar and istiod's (for check's log checks)",
+    )
+    parser.add_argument("--tail", type=int, default=500, metavar="N", help="log lines per container with --logs")
     parser.set_defaults(handler=run)
 
 
@@ -47,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     scope = None if args.all_namespaces else namespace_of(args, source)
     writer = SnapshotWriter(args.dir, force=args.force)
     try:
-        manifest = _collect(source, scope, args.selector, writer)
+        manifest = _collect(source, scope, args.selector, writer, args)
         writer.write_json(MANIFEST, manifest)
         writer.commit()
     except BaseException:
@@ -59,7 +64,9 @@ def run(args: argparse.Namespace) -> int:
     return EXIT_GATHER if manifest["pods"] and not manifest["proxies"] and manifest["incomplete"] else EXIT_OK
 
 
-def _collect(source: Any, scope: str | None, selector: str | None, writer: SnapshotWriter) -> dict[str, Any]:
+def _collect(
+    source: Any, scope: str | None, selector: str | None, writer: SnapshotWriter, args: argparse.Namespace
+) -> dict[str, Any]:
     incomplete: list[dict[str, str]] = []
     pods = source.list_pods(scope, selector)  # without pods there is nothing to snapshot: errors stop here
     writer.write_json("kubernetes/pods.json", {"items": [scrub_pod(p) for p in pods]})
@@ -71,6 +78,8 @@ def _collect(source: Any, scope: str | None, selector: str | None, writer: Snaps
         scopes: list[str | None] = [None] if (scope is None or not spec.namespaced or spec.names) else [scope]
         if scope is not None and spec.namespaced and not spec.names and scope != ROOT_NAMESPACE:
             scopes.append(ROOT_NAMESPACE)
+        if spec.istio_namespace_only:
+            scopes = [args.istio_namespace]
         objects: list[dict[str, Any]] = []
         for ns in scopes:
             try:
@@ -80,7 +89,8 @@ def _collect(source: Any, scope: str | None, selector: str | None, writer: Snaps
             except MtlsError as exc:
                 incomplete.append({"kind": kind, "namespace": ns or "", "error": str(exc)})
         counts[kind] = len(objects)
-        writer.write_json(f"kubernetes/{kind}.json", {"items": [scrub_object(o) for o in objects]})
+        scrub = scrub_secret if kind == "secrets" else scrub_object
+        writer.write_json(f"kubernetes/{kind}.json", {"items": [scrub(o) for o in objects]})
 
     with_envoy = [p for p in pods if podinfo.has_envoy(p)]
 
@@ -104,6 +114,12 @@ def _collect(source: Any, scope: str | None, selector: str | None, writer: Snaps
     with ThreadPoolExecutor(max_workers=WORKERS) as pool:
         failures = [f for f in pool.map(dump, with_envoy) if f]
     incomplete.extend(failures)
+    try:
+        writer.write_bytes(PROXY_STATUS, source.proxy_status())
+    except MtlsError as exc:
+        incomplete.append({"kind": "istioctl proxy-status", "namespace": "", "error": str(exc)})
+    if args.logs:
+        incomplete.extend(_save_logs(source, with_envoy, writer, args))
     return {
         "format": FORMAT,
         "version": FORMAT_VERSION,
@@ -120,6 +136,25 @@ def _collect(source: Any, scope: str | None, selector: str | None, writer: Snaps
     }
 
 
+def _save_logs(
+    source: Any, pods: list[dict[str, Any]], writer: SnapshotWriter, args: argparse.Namespace
+) -> list[dict[str, str]]:
+    """istio-proxy logs of the sidecars and the discovery logs of istiod (found by label app=istiod)."""
+    failures = []
+    targets = [(*podinfo.name_of(p), "istio-proxy") for p in pods]
+    try:
+        istiods = source.list_pods(args.istio_namespace, "app=istiod")
+        targets += [(*podinfo.name_of(p), "discovery") for p in istiods]
+    except MtlsError as exc:
+        failures.append({"kind": "istiod pods", "namespace": args.istio_namespace, "error": str(exc)})
+    for ns, name, container in targets:
+        try:
+            writer.write_bytes(log_path(ns, name, container), source.pod_log(ns, name, container, args.tail).encode())
+        except MtlsError as exc:
+            failures.append({"namespace": ns, "pod": name, "error": f"{container} log: {exc}"})
+    return failures
+
+
 def table(data: dict[str, Any], style: Style) -> str:
     text = (
         f"Wrote snapshot {data['directory']}: {data['pods']} pods ({data['scope']}), "
@@ -128,11 +163,10 @@ def table(data: dict[str, Any], style: Style) -> str:
     rows = [[kind, count] for kind, count in data["objects"].items()]
     text += columns(["KIND", "OBJECTS"], rows)
     for entry in data["incomplete"]:
-        where = (
-            f"{entry['namespace']}/{entry['pod']}"
-            if "pod" in entry
-            else f"{entry['kind']} in {entry['namespace'] or 'all namespaces'}"
-        )
+        if "pod" in entry:
+            where = f"{entry['namespace']}/{entry['pod']}"
+        else:
+            where = entry["kind"] + (f" in {entry['namespace']}" if entry["namespace"] else "")
         text += style.warn(f"incomplete: {where}: {entry['error']}") + "\n"
-    text += f"Replay with: kubectl mtls certs -A --snapshot {data['directory']}\n"
+    text += f"Replay with: kubectl mtls check -A --snapshot {data['directory']}\n"
     return text

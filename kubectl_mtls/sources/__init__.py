@@ -34,6 +34,14 @@ class Source(Protocol):
         """Objects of a kind from `sources.kinds.KINDS` (namespace None = all namespaces)."""
         ...
 
+    def proxy_status(self) -> bytes:
+        """What `istioctl proxy-status` printed (JSON where istioctl supports it, else a table)."""
+        ...
+
+    def pod_log(self, namespace: str, pod: str, container: str, tail: int) -> str:
+        """The last `tail` lines of a container's log."""
+        ...
+
 
 def parse_pod_ref(ref: str, default_namespace: str) -> tuple[str, str]:
     """`pod`, `ns/pod` or `pod.ns` -> (namespace, pod). Namespaces never contain dots; pods may."""

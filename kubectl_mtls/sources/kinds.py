@@ -13,6 +13,8 @@ class Kind:
     namespaced: bool = True
     # Only these names are read/stored (ConfigMaps: just what carries roots and mesh config).
     names: tuple[str, ...] = ()
+    # Read only in the Istio namespace (the CA's Secrets): never cluster-wide.
+    istio_namespace_only: bool = False
 
 
 KINDS: dict[str, Kind] = {
@@ -22,7 +24,9 @@ KINDS: dict[str, Kind] = {
         Kind("namespaces", "", ("v1",), namespaced=False),
         Kind("services", "", ("v1",)),
         Kind("serviceaccounts", "", ("v1",)),
-        Kind("configmaps", "", ("v1",), names=("istio-ca-root-cert", "istio")),
+        Kind("configmaps", "", ("v1",), names=("istio-ca-root-cert", "istio", "istio-sidecar-injector")),
+        # The CA's own root. Only the CA certificate keys are ever kept (sources.scrub.scrub_secret).
+        Kind("secrets", "", ("v1",), names=("cacerts", "istio-ca-secret"), istio_namespace_only=True),
         Kind("peerauthentications", "security.istio.io", ("v1", "v1beta1")),
         Kind("authorizationpolicies", "security.istio.io", ("v1", "v1beta1")),
         Kind("destinationrules", "networking.istio.io", ("v1", "v1beta1", "v1alpha3")),

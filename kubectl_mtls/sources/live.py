@@ -15,6 +15,7 @@ from ..errors import GatherError, InputError, NotFoundError, UsageError, one_lin
 from . import Document
 from . import istioctl as istioctl_cli
 from .kinds import KINDS, Kind
+from .scrub import scrub_secret
 
 PAGE = 500
 INCLUSTER_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
@@ -29,6 +30,7 @@ class Connection:
     request_timeout: float | None = None  # seconds; None = no timeout
     istioctl: str | None = None
     istioctl_timeout: float = istioctl_cli.DEFAULT_TIMEOUT
+    istio_namespace: str = "istio-system"
 
 
 class LiveSource:
@@ -104,6 +106,12 @@ class LiveSource:
     # -- API calls ----------------------------------------------------------------------------
     def _get(self, path: str, query: dict[str, str] | None = None) -> Any:
         """GET an API path, returning parsed JSON; every failure becomes a one-line error."""
+        return jsonutil.loads(self._request(path, query, "application/json"), f"API response for {path}")
+
+    def _get_text(self, path: str, query: dict[str, str] | None = None) -> str:
+        return self._request(path, query, "text/plain").decode(errors="replace")
+
+    def _request(self, path: str, query: dict[str, str] | None, accept: str) -> bytes:
         api = self._client()
         from kubernetes.client.exceptions import ApiException
         from urllib3.exceptions import HTTPError
@@ -112,7 +120,7 @@ class LiveSource:
             "GET",
             path,
             query_params=list((query or {}).items()),
-            header_params={"Accept": "application/json"},
+            header_params={"Accept": accept},
             auth_settings=["BearerToken"],
         )
         try:
@@ -130,7 +138,7 @@ class LiveSource:
             ) from None
         if status >= 400:
             raise _api_error(status, data, path)
-        return jsonutil.loads(data, f"API response for {path}")
+        return bytes(data)
 
     def _list(self, path: str, query: dict[str, str]) -> list[dict[str, Any]]:
         items: list[dict[str, Any]] = []
@@ -161,14 +169,15 @@ class LiveSource:
         if spec is None:
             raise UsageError(f"unknown kind {kind}")
         ns = namespace if spec.namespaced else None
+        if spec.istio_namespace_only:
+            ns = self.conn.istio_namespace
         if spec.names:  # read only the named objects (a field selector per name), never whole kinds
             out: list[dict[str, Any]] = []
             for name in spec.names:
-                out.extend(
-                    self._list(
-                        self._path(spec, spec.versions[0], ns), {"fieldSelector": f"metadata.name={name}"}
-                    )
-                )
+                query = {"fieldSelector": f"metadata.name={name}"}
+                out.extend(self._list(self._path(spec, spec.versions[0], ns), query))
+            if kind == "secrets":  # drop key material the moment it arrives
+                out = [scrub_secret(o) for o in out]
             return out
         if not spec.group:
             return self._list(self._core_path(kind, ns), {})
@@ -190,14 +199,36 @@ class LiveSource:
             return items
         return []
 
+    def pod_log(self, namespace: str, pod: str, container: str, tail: int) -> str:
+        path = self._core_path("pods", namespace, pod) + "/log"
+        return self._get_text(path, {"container": container, "tailLines": str(tail)})
+
     # -- istioctl -----------------------------------------------------------------------------
-    def proxy_documents(self, namespace: str, name: str) -> list[Document]:
-        binary = istioctl_cli.find(self.conn.istioctl)
-        argv = [binary, "proxy-config", "all", f"{name}.{namespace}", "-o", "json"]
+    def _istioctl(self, *args: str) -> list[str]:
+        argv = [istioctl_cli.find(self.conn.istioctl), *args]
         if self.conn.kubeconfig:
             argv += ["--kubeconfig", self.conn.kubeconfig]
         if self.conn.context:
             argv += ["--context", self.conn.context]
+        if self.conn.istio_namespace != "istio-system":
+            argv += ["--istioNamespace", self.conn.istio_namespace]
+        return argv
+
+    def proxy_status(self) -> bytes:
+        """Newest format first: `-o json` (1.30+), then per-type columns `-v 1` (1.27+), then the plain
+        table (<= 1.26). Only an "unknown flag" failure moves on to the older form."""
+        variants = (("-o", "json"), ("-v", "1"), ())
+        for index, extra in enumerate(variants):
+            try:
+                return istioctl_cli.run(self._istioctl("proxy-status", *extra), self.conn.istioctl_timeout)
+            except GatherError as exc:
+                older_exists = index + 1 < len(variants)
+                if not (older_exists and ("unknown" in str(exc) or "invalid" in str(exc))):
+                    raise
+        raise GatherError("istioctl proxy-status: no supported output format")  # not reached
+
+    def proxy_documents(self, namespace: str, name: str) -> list[Document]:
+        argv = self._istioctl("proxy-config", "all", f"{name}.{namespace}", "-o", "json")
         out = istioctl_cli.run(argv, self.conn.istioctl_timeout)
         return [(f"istioctl proxy-config all {name}.{namespace}", out)]
 

@@ -74,3 +74,20 @@ def scrub_object(obj: dict[str, Any]) -> dict[str, Any]:
     if annotations or "annotations" in meta:
         meta["annotations"] = annotations
     return {**obj, "metadata": meta}
+
+
+# Keys of the CA Secrets (`cacerts`, `istio-ca-secret`) that hold certificates; keys are never kept.
+CA_CERT_KEYS = ("root-cert.pem", "ca-cert.pem", "cert-chain.pem", "ca.crt", "tls.crt")
+
+
+def scrub_secret(secret: dict[str, Any]) -> dict[str, Any]:
+    """A Secret reduced to its CA certificates: no key material, no other data, no annotations."""
+    meta = secret.get("metadata") or {}
+    data = secret.get("data") or {}
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {k: meta[k] for k in ("name", "namespace", "creationTimestamp", "uid") if k in meta},
+        "type": secret.get("type"),
+        "data": {k: v for k, v in data.items() if k in CA_CERT_KEYS},
+    }

@@ -25,6 +25,13 @@ from .scrub import has_private_key
 FORMAT = "kubectl-mtls-snapshot"
 FORMAT_VERSION = 1
 MANIFEST = "snapshot.json"
+PROXY_STATUS = "istio/proxy-status.txt"
+
+
+def log_path(namespace: str, pod: str, container: str) -> str:
+    return f"logs/{namespace}/{pod}/{container}.log"
+
+
 # Marks a Pod made up from a dump file alone: its service account and spec are unknown.
 FROM_DUMP = "kubectl-mtls.io/from-dump"
 
@@ -110,6 +117,8 @@ class SnapshotSource:
     def list_objects(self, kind: str, namespace: str | None) -> list[dict[str, Any]]:
         if kind not in KINDS:
             raise UsageError(f"unknown kind {kind}")
+        if KINDS[kind].istio_namespace_only:
+            namespace = None  # a snapshot holds only the Istio namespace's objects of this kind
         return [
             o
             for o in self._items(kind)
@@ -117,6 +126,19 @@ class SnapshotSource:
             or not KINDS[kind].namespaced
             or (o.get("metadata") or {}).get("namespace") == namespace
         ]
+
+    def proxy_status(self) -> bytes:
+        path = self.root / PROXY_STATUS
+        if not path.is_file():
+            raise NotFoundError(f"{self.description} has no istioctl proxy-status output")
+        return path.read_bytes()
+
+    def pod_log(self, namespace: str, pod: str, container: str, tail: int) -> str:
+        path = self.root / log_path(namespace, pod, container)
+        if not path.is_file():
+            raise NotFoundError(f"{self.description} has no {container} log of {namespace}/{pod}")
+        lines = path.read_text(errors="replace").splitlines(keepends=True)
+        return "".join(lines[-tail:] if tail else [])
 
     # -- proxies ------------------------------------------------------------------------------
     def proxy_documents(self, namespace: str, name: str) -> list[Document]:

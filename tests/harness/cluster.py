@@ -45,6 +45,24 @@ class FakeCluster:
         self.mapping[f"{pod}.{namespace}"] = entry
         self.save_mapping()
 
+    def serve_world(self, world: Any) -> None:
+        """A scenarios.CheckWorld: its objects, which Envoy answers for which pod, proxy-status and logs."""
+        from harness.scenarios import proxy_status_table
+
+        for obj in world.objects:
+            self.api.add(obj)
+        for (ns, pod), admin in world.admins.items():
+            self.mapping[f"{pod}.{ns}"] = {"admin": admin}
+            self.api.set_log(ns, pod, "istio-proxy", "")  # a quiet sidecar still has a log
+        for (ns, pod, container), text in world.logs.items():
+            self.api.set_log(ns, pod, container, text)
+        self.set_proxy_status(proxy_status_table(world.proxy_rows))
+
+    def set_proxy_status(self, text: str) -> None:
+        """What `istioctl proxy-status` prints (any format the tool reads)."""
+        self.mapping["__proxy_status__"] = text
+        self.save_mapping()
+
     def env(self, **extra: str) -> dict[str, str]:
         """Environment for a CLI subprocess: our kubeconfig, our istioctl first on PATH, fresh caches."""
         return {

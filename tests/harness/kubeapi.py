@@ -61,10 +61,12 @@ RESOURCES: list[Resource] = [
     Resource("networking.istio.io", _NET, "virtualservices", "VirtualService", True, ("vs",)),
     Resource("networking.istio.io", _NET, "serviceentries", "ServiceEntry", True, ("se",)),
     Resource("networking.istio.io", _NET, "sidecars", "Sidecar", True),
-    Resource("authorization.k8s.io", ("v1",), "selfsubjectaccessreviews", "SelfSubjectAccessReview",
-             False, verbs=("create",)),
-    Resource("admissionregistration.k8s.io", ("v1",), "mutatingwebhookconfigurations",
-             "MutatingWebhookConfiguration", False),
+    Resource(
+        "authorization.k8s.io", ("v1",), "selfsubjectaccessreviews", "SelfSubjectAccessReview", False, verbs=("create",)
+    ),
+    Resource(
+        "admissionregistration.k8s.io", ("v1",), "mutatingwebhookconfigurations", "MutatingWebhookConfiguration", False
+    ),
 ]
 _GROUPS: dict[str, tuple[str, ...]] = {r.group: r.versions for r in RESOURCES}
 
@@ -98,10 +100,17 @@ class _Target:  # a parsed resource path
     name: str | None
 
 
-def status_body(code: int, reason: str, message: str,
-                details: dict[str, Any] | None = None) -> dict[str, Any]:
-    return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "message": message,
-            "reason": reason, "details": details or {}, "code": code}
+def status_body(code: int, reason: str, message: str, details: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": message,
+        "reason": reason,
+        "details": details or {},
+        "code": code,
+    }
 
 
 def _split_outside_parens(text: str) -> list[str]:
@@ -119,7 +128,8 @@ def _split_outside_parens(text: str) -> list[str]:
 _LABEL_REQ = re.compile(
     r"^(?:!\s*(?P<absent>[\w./-]+)"
     r"|(?P<key>[\w./-]+)\s*(?:(?P<op>==|!=|=)\s*(?P<val>[\w.-]*)"
-    r"|\s+(?P<setop>in|notin)\s*\((?P<vals>[^()]*)\))?)$")
+    r"|\s+(?P<setop>in|notin)\s*\((?P<vals>[^()]*)\))?)$"
+)
 
 
 def label_selector_matches(selector: str, labels: dict[str, str]) -> bool:
@@ -176,7 +186,7 @@ def _pb_fields(buf: bytes) -> dict[int, bytes]:
             out[key >> 3] = str(value).encode()
         elif key & 7 == 2:
             n, i = _varint(buf, i)
-            out[key >> 3], i = buf[i:i + n], i + n
+            out[key >> 3], i = buf[i : i + n], i + n
         else:
             raise ValueError(f"unsupported protobuf wire type {key & 7}")
     return out
@@ -200,10 +210,15 @@ def ssar_from_protobuf(data: bytes) -> dict[str, Any] | None:
         out_spec["resourceAttributes"] = {names[k]: v.decode() for k, v in attrs.items() if k in names and v}
     if 2 in spec:
         attrs = _pb_fields(spec[2])
-        out_spec["nonResourceAttributes"] = {n: attrs[k].decode() for k, n in ((1, "path"), (2, "verb"))
-                                             if attrs.get(k)}
-    return {"apiVersion": type_meta.get(1, b"").decode(), "kind": "SelfSubjectAccessReview",
-            "metadata": {}, "spec": out_spec}
+        out_spec["nonResourceAttributes"] = {
+            n: attrs[k].decode() for k, n in ((1, "path"), (2, "verb")) if attrs.get(k)
+        }
+    return {
+        "apiVersion": type_meta.get(1, b"").decode(),
+        "kind": "SelfSubjectAccessReview",
+        "metadata": {},
+        "spec": out_spec,
+    }
 
 
 class FakeKubeAPI:
@@ -219,6 +234,7 @@ class FakeKubeAPI:
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
+        self.logs: dict[tuple[str, str, str], str] = {}  # (namespace, pod, container) -> log text
         for obj in objects or []:
             self.add(obj)
 
@@ -243,34 +259,42 @@ class FakeKubeAPI:
             meta.setdefault("resourceVersion", str(next(self._rv)))
             self._store[res][(meta.get("namespace", ""), meta["name"])] = obj
 
-    def fail(self, status: int, method: str = "GET", path: str = ".*", times: int | None = None,
-             message: str | None = None) -> None:
+    def fail(
+        self, status: int, method: str = "GET", path: str = ".*", times: int | None = None, message: str | None = None
+    ) -> None:
         with self._lock:
-            self._failures.append(_Rule(method.upper(), re.compile(path), status=status, times=times,
-                                        message=message))
+            self._failures.append(_Rule(method.upper(), re.compile(path), status=status, times=times, message=message))
 
     def delay(self, seconds: float, method: str = "GET", path: str = ".*") -> None:
         with self._lock:
             self._delays.append(_Rule(method.upper(), re.compile(path), seconds=seconds))
 
-    def allow(self, verb: str, resource: str, namespace: str | None = None, group: str = "",
-              allowed: bool = True) -> None:
+    def allow(
+        self, verb: str, resource: str, namespace: str | None = None, group: str = "", allowed: bool = True
+    ) -> None:
         """SSAR rule; "*" matches any verb/resource, namespace None any namespace.  Among matching
         rules a namespaced one beats a wildcard one, then the latest added wins."""
         with self._lock:
             self._allow.append((verb, resource, namespace, group, allowed))
 
+    def set_log(self, namespace: str, pod: str, container: str, text: str) -> None:
+        """Serve `text` at /api/v1/namespaces/NS/pods/POD/log?container=CONTAINER (tailLines honoured)."""
+        with self._lock:
+            self.logs[(namespace, pod, container)] = text
+
     def clear_requests(self) -> None:
         with self._lock:
             self.requests.clear()
 
-    def write_kubeconfig(self, path: str | PathLike[str], context: str = "fake",
-                         namespace: str | None = None) -> str:
+    def write_kubeconfig(self, path: str | PathLike[str], context: str = "fake", namespace: str | None = None) -> str:
         ctx: dict[str, Any] = {"cluster": context, "user": context}
         if namespace:
             ctx["namespace"] = namespace
         config = {
-            "apiVersion": "v1", "kind": "Config", "current-context": context, "preferences": {},
+            "apiVersion": "v1",
+            "kind": "Config",
+            "current-context": context,
+            "preferences": {},
             "clusters": [{"name": context, "cluster": {"server": self.url}}],
             "contexts": [{"name": context, "context": ctx}],
             "users": [{"name": context, "user": {"token": "fake-token"}}],
@@ -310,7 +334,7 @@ class FakeKubeAPI:
         self.stop()
 
     # ---- request handling (called from handler threads) ---------------------------------------
-    def handle(self, req: Request) -> tuple[int, dict[str, Any]]:
+    def handle(self, req: Request) -> tuple[int, Any]:
         path = req.path.rstrip("/") or "/"  # clients ask for "/api/", "/version/"; rules see it stripped
         with self._lock:
             self.requests.append(req)
@@ -320,12 +344,16 @@ class FakeKubeAPI:
         target = self._parse(path)
         if (failure := self._take_failure(req.method, path)) is not None:
             return self._injected(failure, req, target)
+        log = re.fullmatch(r"/api/v1/namespaces/([^/]+)/pods/([^/]+)/log", path)
+        if log and req.method == "GET":
+            return self._log(log[1], log[2], req.query)
         if req.method == "POST" and target and target.res.plural == "selfsubjectaccessreviews":
             return 201, self._review(req.body or {})
         if req.method != "GET" or req.query.get("watch") in ("true", "1"):
             # Tests assert the tool only reads; watches are not streamed by this double.
-            return 405, status_body(405, "MethodNotAllowed",
-                                    "the server does not allow this method on the requested resource")
+            return 405, status_body(
+                405, "MethodNotAllowed", "the server does not allow this method on the requested resource"
+            )
         if (doc := self._discovery(path)) is not None:
             return 200, doc
         if target is None or "get" not in target.res.verbs:
@@ -369,16 +397,27 @@ class FakeKubeAPI:
 
     def _discovery(self, path: str) -> dict[str, Any] | None:
         if path == "/version":
-            return {"major": "1", "minor": "37", "gitVersion": "v1.37.0",
-                    "gitCommit": "0000000000000000000000000000000000000000", "gitTreeState": "clean",
-                    "buildDate": "2026-01-01T00:00:00Z", "goVersion": "go1.25.0", "compiler": "gc",
-                    "platform": "linux/amd64"}
+            return {
+                "major": "1",
+                "minor": "37",
+                "gitVersion": "v1.37.0",
+                "gitCommit": "0000000000000000000000000000000000000000",
+                "gitTreeState": "clean",
+                "buildDate": "2026-01-01T00:00:00Z",
+                "goVersion": "go1.25.0",
+                "compiler": "gc",
+                "platform": "linux/amd64",
+            }
         if path == "/api":
-            return {"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": [
-                {"clientCIDR": "0.0.0.0/0", "serverAddress": self.url.removeprefix("http://")}]}
+            return {
+                "kind": "APIVersions",
+                "versions": ["v1"],
+                "serverAddressByClientCIDRs": [
+                    {"clientCIDR": "0.0.0.0/0", "serverAddress": self.url.removeprefix("http://")}
+                ],
+            }
         if path == "/apis":
-            return {"kind": "APIGroupList", "apiVersion": "v1",
-                    "groups": [self._group_doc(g) for g in _GROUPS if g]}
+            return {"kind": "APIGroupList", "apiVersion": "v1", "groups": [self._group_doc(g) for g in _GROUPS if g]}
         m = re.fullmatch(r"/apis/([^/]+)", path)
         if m and m[1] in _GROUPS:
             return {"kind": "APIGroup", "apiVersion": "v1", **self._group_doc(m[1])}
@@ -388,11 +427,23 @@ class FakeKubeAPI:
         group, version = (m[2], m[3]) if m[2] else ("", "v1")
         if version not in _GROUPS.get(group, ()):
             return None
-        return {"kind": "APIResourceList", "apiVersion": "v1",
-                "groupVersion": f"{group}/{version}" if group else version,  # core must say "v1"
-                "resources": [{"name": r.plural, "singularName": r.kind.lower(), "namespaced": r.namespaced,
-                               "kind": r.kind, "verbs": list(r.verbs), "shortNames": list(r.short_names)}
-                              for r in RESOURCES if r.group == group]}
+        return {
+            "kind": "APIResourceList",
+            "apiVersion": "v1",
+            "groupVersion": f"{group}/{version}" if group else version,  # core must say "v1"
+            "resources": [
+                {
+                    "name": r.plural,
+                    "singularName": r.kind.lower(),
+                    "namespaced": r.namespaced,
+                    "kind": r.kind,
+                    "verbs": list(r.verbs),
+                    "shortNames": list(r.short_names),
+                }
+                for r in RESOURCES
+                if r.group == group
+            ],
+        }
 
     @staticmethod
     def _group_doc(group: str) -> dict[str, Any]:
@@ -402,24 +453,49 @@ class FakeKubeAPI:
     def _read(self, t: _Target, query: dict[str, str]) -> tuple[int, dict[str, Any]]:
         api_version = f"{t.res.group}/{t.version}" if t.res.group else t.version
         with self._lock:
-            objs = [copy.deepcopy(o) for (ns, name), o in self._store[t.res].items()
-                    if t.namespace in (None, ns) and t.name in (None, name)]
+            objs = [
+                copy.deepcopy(o)
+                for (ns, name), o in self._store[t.res].items()
+                if t.namespace in (None, ns) and t.name in (None, name)
+            ]
         for obj in objs:  # a real server converts to the requested version
             obj["apiVersion"] = api_version
         if t.name is not None:
             if not objs:
-                return 404, status_body(404, "NotFound", f'{t.res.qualified} "{t.name}" not found',
-                                        self._details(t))
+                return 404, status_body(404, "NotFound", f'{t.res.qualified} "{t.name}" not found', self._details(t))
             return 200, objs[0]
         labels, fields = query.get("labelSelector", ""), query.get("fieldSelector", "")
-        items = [o for o in objs
-                 if label_selector_matches(labels, o["metadata"].get("labels") or {})
-                 and field_selector_matches(fields, o)]
+        items = [
+            o
+            for o in objs
+            if label_selector_matches(labels, o["metadata"].get("labels") or {}) and field_selector_matches(fields, o)
+        ]
         items.sort(key=lambda o: (o["metadata"].get("namespace", ""), o["metadata"]["name"]))
         with self._lock:
             rv = str(next(self._rv))
-        return 200, {"kind": f"{t.res.kind}List", "apiVersion": api_version,
-                     "metadata": {"resourceVersion": rv}, "items": items}
+        return 200, {
+            "kind": f"{t.res.kind}List",
+            "apiVersion": api_version,
+            "metadata": {"resourceVersion": rv},
+            "items": items,
+        }
+
+    def _log(self, namespace: str, pod: str, query: dict[str, str]) -> tuple[int, Any]:
+        """Pod logs are plain text; an unknown pod or container gets the API server's Status."""
+        container = query.get("container", "")
+        with self._lock:
+            pods = self._store[next(r for r in RESOURCES if r.plural == "pods")]
+            known = (namespace, pod) in pods
+            text = self.logs.get((namespace, pod, container))
+        if not known:
+            return 404, status_body(404, "NotFound", f'pods "{pod}" not found', {"name": pod, "kind": "pods"})
+        if text is None:
+            return 400, status_body(400, "BadRequest", f"container {container} is not valid for pod {pod}")
+        lines = text.splitlines(keepends=True)
+        tail = query.get("tailLines")
+        if tail and tail.isdigit():
+            lines = lines[-int(tail) :] if int(tail) else []
+        return 200, "".join(lines)
 
     @staticmethod
     def _details(t: _Target) -> dict[str, Any]:
@@ -429,28 +505,42 @@ class FakeKubeAPI:
     def _injected(self, rule: _Rule, req: Request, t: _Target | None) -> tuple[int, dict[str, Any]]:
         code = rule.status
         if code == 403:
-            verb = {"GET": "list" if t and t.name is None else "get", "POST": "create", "PUT": "update",
-                    "PATCH": "patch", "DELETE": "delete"}.get(req.method, req.method.lower())
+            verb = {
+                "GET": "list" if t and t.name is None else "get",
+                "POST": "create",
+                "PUT": "update",
+                "PATCH": "patch",
+                "DELETE": "delete",
+            }.get(req.method, req.method.lower())
             if t is None:
                 msg = f'forbidden: User "{self.user}" cannot {verb} path "{req.path}"'
             else:
                 who = f'{t.res.qualified} "{t.name}"' if t.name else t.res.qualified
                 where = f'in the namespace "{t.namespace}"' if t.namespace else "at the cluster scope"
-                msg = (f'{who} is forbidden: User "{self.user}" cannot {verb} resource "{t.res.plural}" '
-                       f'in API group "{t.res.group}" {where}')
+                msg = (
+                    f'{who} is forbidden: User "{self.user}" cannot {verb} resource "{t.res.plural}" '
+                    f'in API group "{t.res.group}" {where}'
+                )
             return 403, status_body(403, "Forbidden", rule.message or msg, self._details(t) if t else {})
         if code == 404:
             if t and t.name:
                 msg = f'{t.res.qualified} "{t.name}" not found'
                 return 404, status_body(404, "NotFound", rule.message or msg, self._details(t))
-            return 404, status_body(404, "NotFound",
-                                    rule.message or "the server could not find the requested resource")
+            return 404, status_body(404, "NotFound", rule.message or "the server could not find the requested resource")
         if code == 500:
             cause = rule.message or "injected failure"
-            return 500, status_body(500, "InternalError", f"Internal error occurred: {cause}",
-                                    {"causes": [{"message": cause}]})
-        reason = {400: "BadRequest", 401: "Unauthorized", 409: "Conflict", 410: "Expired",
-                  429: "TooManyRequests", 503: "ServiceUnavailable", 504: "Timeout"}.get(code, "Unknown")
+            return 500, status_body(
+                500, "InternalError", f"Internal error occurred: {cause}", {"causes": [{"message": cause}]}
+            )
+        reason = {
+            400: "BadRequest",
+            401: "Unauthorized",
+            409: "Conflict",
+            410: "Expired",
+            429: "TooManyRequests",
+            503: "ServiceUnavailable",
+            504: "Timeout",
+        }.get(code, "Unknown")
         return code, status_body(code, reason, rule.message or reason)
 
     def _review(self, body: dict[str, Any]) -> dict[str, Any]:
@@ -458,9 +548,11 @@ class FakeKubeAPI:
         verb, resource = attrs.get("verb", ""), attrs.get("resource", "")
         namespace, group = attrs.get("namespace") or None, attrs.get("group", "")
         with self._lock:
-            ranked = [((ns is not None, i), ok) for i, (v, r, ns, g, ok) in enumerate(self._allow)
-                      if v in ("*", verb) and r in ("*", resource) and g in ("*", group)
-                      and ns in (None, namespace)]
+            ranked = [
+                ((ns is not None, i), ok)
+                for i, (v, r, ns, g, ok) in enumerate(self._allow)
+                if v in ("*", verb) and r in ("*", resource) and g in ("*", group) and ns in (None, namespace)
+            ]
         allowed = max(ranked)[1] if ranked else True
         review = copy.deepcopy(body)
         review.setdefault("apiVersion", "authorization.k8s.io/v1")
@@ -492,10 +584,11 @@ class _Handler(BaseHTTPRequestHandler):
             except ValueError:
                 body = None
         code, doc = self.fake.handle(Request(self.command, url.path, query, body))
-        data = json.dumps(doc, separators=(",", ":")).encode()
+        text = isinstance(doc, str)  # pod logs
+        data = doc.encode() if text else json.dumps(doc, separators=(",", ":")).encode()
         try:
             self.send_response(code)
-            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Type", "text/plain" if text else "application/json")
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
             self.wfile.write(data)

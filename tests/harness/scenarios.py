@@ -11,10 +11,27 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from harness.envoy import Mesh, OutboundCluster, RunningSidecar, Sidecar
-from harness.pki import Issued, make_root, make_workload
+from harness.pki import Issued, make_root, make_workload, spiffe_id
 
 NAMESPACE = "shop"
 YEARS = 5  # the demo's certificates stay valid for years, so it shows the fault, not an expiry
+
+
+def proxy_status_table(rows: list[tuple[str, str, dict[str, str]]], version: str = "1.28.0") -> str:
+    """`istioctl proxy-status -v 1` (1.27+) as Go's tabwriter lays it out: (pod, namespace, {type: state})."""
+    header = ["NAME", "CLUSTER", "CDS", "ECDS", "EDS", "LDS", "RDS", "ISTIOD", "VERSION"]
+    table = [header] + [
+        [
+            f"{pod}.{ns}",
+            "Kubernetes",
+            *(states.get(t, "SYNCED") for t in ("CDS", "ECDS", "EDS", "LDS", "RDS")),
+            "istiod-7d4f8b9c6-x2kqz",
+            version,
+        ]
+        for pod, ns, states in rows
+    ]
+    widths = [max(len(r[i]) for r in table) + 3 for i in range(len(header))]
+    return "\n".join("".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in table) + "\n"
 
 
 @dataclass
@@ -24,6 +41,7 @@ class Scenario:
     pods: list[dict[str, Any]] = field(default_factory=list)  # Pod objects for the API double
     objects: list[dict[str, Any]] = field(default_factory=list)  # namespaces, services, SAs
     roots: dict[str, Issued] = field(default_factory=dict)
+    proxy_status: str = ""
 
 
 def pod_object(
@@ -35,6 +53,7 @@ def pod_object(
     sidecar: str = "present",
     owner: tuple[str, str] | None = None,
     created: str = "2026-01-01T00:00:00Z",
+    annotations: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """A Pod as the API returns it: injected (container or native sidecar) or not."""
     labels = {"app": app}
@@ -58,7 +77,10 @@ def pod_object(
     spec: dict[str, Any] = {"serviceAccountName": service_account, "containers": containers}
     if init:
         spec["initContainers"] = init
-    annotations = {"sidecar.istio.io/status": '{"containers":["istio-proxy"]}'} if sidecar != "absent" else {}
+    annotations = {
+        **({"sidecar.istio.io/status": '{"containers":["istio-proxy"]}'} if sidecar != "absent" else {}),
+        **(annotations or {}),
+    }
     return {
         "apiVersion": "v1",
         "kind": "Pod",
@@ -176,6 +198,8 @@ def rotation(mesh: Mesh, now: dt.datetime | None = None) -> Scenario:
             created="2026-11-22T02:00:00Z",
         ),
     ]
+    sc.pods[-1]["status"]["phase"] = "Succeeded"  # a finished Job pod: no sidecar needed any more
+    sc.proxy_status = proxy_status_table([(s.spec.pod, ns, {}) for s in (frontend, orders, payments)])
     sc.objects = [
         {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns, "labels": {"istio-injection": "enabled"}}},
         {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "istio-system"}},
@@ -198,11 +222,350 @@ def rotation(mesh: Mesh, now: dt.datetime | None = None) -> Scenario:
             "metadata": {"name": "default", "namespace": "istio-system", "creationTimestamp": "2026-01-01T00:00:00Z"},
             "spec": {"mtls": {"mode": "STRICT"}},
         },
-        {
-            "apiVersion": "v1",
-            "kind": "ConfigMap",
-            "metadata": {"name": "istio-ca-root-cert", "namespace": ns},
-            "data": {"root-cert.pem": new_root.cert_pem.decode()},
-        },
+        *(
+            {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": {"name": "istio-ca-root-cert", "namespace": where},
+                "data": {"root-cert.pem": new_root.cert_pem.decode()},
+            }
+            for where in (ns, "istio-system")
+        ),
     ]
     return sc
+
+
+# -- `kubectl mtls check`: one mesh where every check fails once, one where all pass ----------------
+
+ISTIO_NS = "istio-system"
+
+
+def _ns(name: str, **labels: str) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": labels}}
+
+
+def _sa(ns: str, name: str) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": name, "namespace": ns}}
+
+
+def _svc(ns: str, name: str, app: str, ports: tuple[int, ...] = (80,), target: int = 8080) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {
+            "selector": {"app": app},
+            "ports": [{"name": f"http-{p}", "port": p, "targetPort": target} for p in ports],
+        },
+    }
+
+
+def _pa(
+    ns: str,
+    name: str,
+    mode: str | None,
+    created: str,
+    match: dict[str, str] | None = None,
+    ports: dict[int, str] | None = None,
+) -> dict[str, Any]:
+    spec: dict[str, Any] = {}
+    if mode:
+        spec["mtls"] = {"mode": mode}
+    if match is not None:
+        spec["selector"] = {"matchLabels": match}
+    if ports:
+        spec["portLevelMtls"] = {str(p): {"mode": m} for p, m in ports.items()}
+    return {
+        "apiVersion": "security.istio.io/v1",
+        "kind": "PeerAuthentication",
+        "metadata": {"name": name, "namespace": ns, "creationTimestamp": created},
+        "spec": spec,
+    }
+
+
+def _dr(ns: str, name: str, host: str, mode: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "DestinationRule",
+        "metadata": {"name": name, "namespace": ns, "creationTimestamp": "2026-01-01T00:00:00Z"},
+        "spec": {"host": host, "trafficPolicy": {"tls": {"mode": mode}}},
+    }
+
+
+def _ap(ns: str, name: str, spec: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "apiVersion": "security.istio.io/v1",
+        "kind": "AuthorizationPolicy",
+        "metadata": {"name": name, "namespace": ns, "creationTimestamp": "2026-01-01T00:00:00Z"},
+        "spec": spec,
+    }
+
+
+def _root_configmap(root: Issued) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "istio-ca-root-cert", "namespace": ISTIO_NS},
+        "data": {"root-cert.pem": root.cert_pem.decode()},
+    }
+
+
+@dataclass
+class CheckWorld:
+    """Pods and objects for the API double, plus which Envoy answers for each pod (pod.ns -> admin URL)."""
+
+    objects: list[dict[str, Any]] = field(default_factory=list)
+    admins: dict[tuple[str, str], str] = field(default_factory=dict)
+    proxy_rows: list[tuple[str, str, dict[str, str]]] = field(default_factory=list)  # for proxy_status_table
+    logs: dict[tuple[str, str, str], str] = field(default_factory=dict)
+    roots: dict[str, Issued] = field(default_factory=dict)
+
+
+def _serve(world: CheckWorld, ns: str, pod: dict[str, Any], sidecar: RunningSidecar) -> None:
+    world.objects.append(pod)
+    world.admins[(ns, pod["metadata"]["name"])] = sidecar.admin_url
+
+
+def broken_world(mesh: Mesh, now: dt.datetime | None = None) -> CheckWorld:
+    """Every non-log check fails exactly where the comments say. Namespaces `app` and `team`."""
+    now = now or dt.datetime.now(dt.UTC)
+    # The current root expires in ~9 months: ca-root-expiring.
+    current = make_root(not_before=now - dt.timedelta(days=30), days=300)
+    old = make_root(not_before=now - dt.timedelta(days=900))
+    w = CheckWorld(roots={"current": current, "old": old})
+
+    def sidecar(ns: str, pod: str, sa: str, cert: Issued, roots: list[Issued], **kw: Any) -> RunningSidecar:
+        # Like a real sidecar, every one has an inbound listener: it is what makes Envoy load the
+        # `default` and `ROOTCA` secrets at all.
+        kw.setdefault("inbound_mode", "STRICT")
+        return mesh.add(
+            Sidecar(
+                pod=pod,
+                namespace=ns,
+                service_account=sa,
+                cert_chain_pem=cert.cert_pem,
+                key_pem=cert.key_pem,
+                root_pems=[r.cert_pem for r in roots],
+                **kw,
+            )
+        )
+
+    def cert(sa: str, ns: str = "app", root: Issued = current, **kw: Any) -> Issued:
+        return make_workload(root, ns, sa, chain=[root], **kw)
+
+    web = sidecar("app", "web-5d9f8c7b6-aaaaa", "web", cert("web"), [current], inbound_mode="STRICT")
+    host = "web.app.svc.cluster.local"
+    client = sidecar(
+        "app",
+        "client-6b7c8d9f5-bbbbb",
+        "client",
+        cert("client"),
+        [current],
+        outbound=[
+            OutboundCluster(host, 80, web.inbound_port or 0, expected_sans=[spiffe_id("app", "web")]),
+            # a DestinationRule DISABLE: plaintext to a STRICT server (outbound-plaintext-to-strict)
+            OutboundCluster(host, 81, web.inbound_port or 0, mode="DISABLE", destination_rule=("app", "web-plain")),
+        ],
+    )
+    stale = sidecar("app", "stale-7c8d9e6f4-ccccc", "stale", cert("stale", root=old), [old])  # root-mismatch
+    expired = sidecar(
+        "app",
+        "expired-8d9e7f5a3-ddddd",
+        "expired",
+        cert("expired", not_before=now - dt.timedelta(hours=48), hours=24),
+        [current],
+    )
+    wrong = sidecar("app", "wrongid-9e7f6a4b2-eeeee", "wrongid", cert("somebody-else"), [current])
+    aging = sidecar(
+        "app",
+        "aging-1f2a3b4c5-fffff",
+        "aging",
+        cert("aging", not_before=now - dt.timedelta(hours=20), hours=24),
+        [current],
+    )
+    future = sidecar(
+        "app",
+        "future-2a3b4c5d6-ggggg",
+        "future",
+        cert("future", not_before=now + dt.timedelta(hours=3), hours=24),
+        [current],
+    )
+    untrusted = sidecar(
+        "app", "untrusted-3b4c5d6e7-hhhhh", "untrusted", cert("untrusted", root=old), [current]
+    )  # cert-chain-untrusted
+    drift = sidecar(
+        "app", "drift-4c5d6e7f8-iiiii", "drift", cert("drift"), [current], inbound_mode="PERMISSIVE"
+    )  # proxy-policy-drift (laxer than STRICT)
+    team = sidecar(
+        "team", "tools-5d6e7f8a9-jjjjj", "tools", cert("tools", ns="team"), [current], inbound_mode="PERMISSIVE"
+    )
+
+    def p(ns: str, name: str, app: str, sa: str, **kw: Any) -> dict[str, Any]:
+        return pod_object(ns, name, app, sa, owner=("ReplicaSet", name.rsplit("-", 1)[0]), **kw)
+
+    for ns, sc, app in (
+        ("app", web, "web"),
+        ("app", client, "client"),
+        ("app", stale, "stale"),
+        ("app", expired, "expired"),
+        ("app", wrong, "wrongid"),
+        ("app", aging, "aging"),
+        ("app", future, "future"),
+        ("app", untrusted, "untrusted"),
+        ("app", drift, "drift"),
+        ("team", team, "tools"),
+    ):
+        _serve(w, ns, p(ns, sc.spec.pod, app, sc.spec.service_account), sc)
+    # Pods that reuse an Envoy: the probe pod (web's identity) and two unsynced pods.
+    probe = p(
+        "app", "probe-6e7f8a9b1-kkkkk", "web", "web", annotations={"sidecar.istio.io/rewriteAppHTTPProbers": "false"}
+    )
+    probe["spec"]["containers"][0]["readinessProbe"] = {"httpGet": {"path": "/healthz", "port": 8080}}
+    _serve(w, "app", probe, web)
+    for name in ("lagging-7f8a9b1c2-lllll", "nacked-8a9b1c2d3-mmmmm"):
+        _serve(w, "app", p("app", name, "web", "web"), web)
+    # No sidecar although STRICT applies, behind Service web: sidecar-missing + mixed-sidecar-service.
+    w.objects.append(p("app", "legacy-9b1c2d3e4-nnnnn", "web", "default", sidecar="absent"))
+    ambient = pod_object("app", "mesh-less-1c2d3e4f5-ooooo", "ambient", "default", sidecar="absent")
+    ambient["metadata"]["annotations"]["ambient.istio.io/redirection"] = "enabled"
+    w.objects.append(ambient)
+    w.objects += [
+        _ns("app", **{"istio-injection": "enabled"}),
+        _ns("team"),
+        _ns(ISTIO_NS),
+        *(
+            _sa("app", sa)
+            for sa in (
+                "default",
+                "web",
+                "client",
+                "stale",
+                "expired",
+                "wrongid",
+                "aging",
+                "future",
+                "untrusted",
+                "drift",
+            )
+        ),
+        _sa("team", "tools"),
+        _svc("app", "web", "web", ports=(80, 81)),
+        _pa(ISTIO_NS, "default", "STRICT", "2026-01-01T00:00:00Z"),
+        _pa(ISTIO_NS, "zz-newer-mesh", "PERMISSIVE", "2026-06-01T00:00:00Z"),  # ignored duplicate (conflict)
+        _pa("team", "default", "PERMISSIVE", "2026-02-01T00:00:00Z", ports={9090: "DISABLE"}),  # overridden+conflict
+        _pa("app", "ghost", "STRICT", "2026-02-01T00:00:00Z", match={"app": "ghost"}),  # selects no pod
+        _dr("app", "web-plain", "web", "DISABLE"),  # destinationrule-tls-conflict
+        _ap(
+            "team",
+            "tools-by-identity",
+            {
+                "selector": {"matchLabels": {"app": "tools"}},
+                "rules": [{"from": [{"source": {"principals": ["cluster.local/ns/app/sa/client"]}}]}],
+            },
+        ),  # authz-requires-mtls
+        _ap(
+            "app",
+            "web-from-ghost",
+            {
+                "selector": {"matchLabels": {"app": "web"}},
+                "rules": [{"from": [{"source": {"principals": ["cluster.local/ns/app/sa/ghost"]}}]}],
+            },
+        ),  # principal-unknown
+        _ap("app", "nothing", {"selector": {"matchLabels": {"app": "drift"}}}),  # authz-deny-all
+        _root_configmap(current),
+    ]
+    w.proxy_rows = [(n, ns, {}) for (ns, n) in w.admins if n.split("-")[0] not in ("lagging", "nacked")] + [
+        ("lagging-7f8a9b1c2-lllll", "app", {"EDS": "STALE"}),
+        ("nacked-8a9b1c2d3-mmmmm", "app", {"LDS": "ERROR"}),
+    ]
+    w.logs[("app", "client-6b7c8d9f5-bbbbb", "istio-proxy")] = (
+        '[2026-11-23T05:00:00.000Z] "GET / HTTP/1.1" 503 URX,UF upstream_reset_before_response_started'
+        "{remote_connection_failure|TLS_error:|268435581:SSL_routines:OPENSSL_internal:CERTIFICATE_VERIFY_FAILED:"
+        "verify_cert_failed:_X509_verify_cert:_certificate_verification_error_at_depth_0:"
+        '_unable_to_get_local_issuer_certificate:TLS_error_end} - "TLS_error:|268435581:SSL_routines:'
+        "OPENSSL_internal:CERTIFICATE_VERIFY_FAILED:verify_cert_failed:_X509_verify_cert:"
+        '_certificate_verification_error_at_depth_0:_unable_to_get_local_issuer_certificate:TLS_error_end" '
+        '0 91 3 - "-" "curl/8.5.0" "abc" "web.app:80" "127.0.0.1:40000" outbound|80||web.app.svc.cluster.local '
+        "- 127.0.0.1:50000 127.0.0.1:50001 - default\n"
+    )
+    istiod = pod_object(ISTIO_NS, "istiod-7d4f8b9c6-x2kqz", "istiod", "istiod", sidecar="absent")
+    w.objects.append(istiod)
+    w.logs[(ISTIO_NS, "istiod-7d4f8b9c6-x2kqz", "discovery")] = (
+        "2026-11-23T05:00:00.000000Z\twarn\tads\tADS:LDS: ACK ERROR sidecar~127.0.0.1~nacked-8a9b1c2d3-mmmmm.app"
+        "~app.svc.cluster.local-12 Internal:Error adding/updating listener(s) virtualInbound: bad filter chain\n"
+    )
+    return w
+
+
+def healthy_world(mesh: Mesh, now: dt.datetime | None = None) -> CheckWorld:
+    """Namespace `ok`: STRICT everywhere, one root, ISTIO_MUTUAL, probes rewritten, identity-based authz."""
+    now = now or dt.datetime.now(dt.UTC)
+    root = make_root(not_before=now - dt.timedelta(days=30))
+    w = CheckWorld(roots={"current": root})
+    server_cert = make_workload(root, "ok", "server", chain=[root])
+    server = mesh.add(
+        Sidecar(
+            pod="server-1a2b3c4d5-aaaaa",
+            namespace="ok",
+            service_account="server",
+            cert_chain_pem=server_cert.cert_pem,
+            key_pem=server_cert.key_pem,
+            root_pems=[root.cert_pem],
+            inbound_mode="STRICT",
+        )
+    )
+    client_cert = make_workload(root, "ok", "client", chain=[root])
+    host = "server.ok.svc.cluster.local"
+    client = mesh.add(
+        Sidecar(
+            pod="client-2b3c4d5e6-bbbbb",
+            namespace="ok",
+            service_account="client",
+            cert_chain_pem=client_cert.cert_pem,
+            key_pem=client_cert.key_pem,
+            root_pems=[root.cert_pem],
+            outbound=[
+                OutboundCluster(
+                    host,
+                    80,
+                    server.inbound_port or 0,
+                    mode="ISTIO_MUTUAL",
+                    expected_sans=[spiffe_id("ok", "server")],
+                    destination_rule=("ok", "server"),
+                )
+            ],
+        )
+    )
+    server_pod = pod_object("ok", server.spec.pod, "server", "server", owner=("ReplicaSet", "server-1a2b3c4d5"))
+    server_pod["spec"]["containers"][0]["readinessProbe"] = {
+        "httpGet": {"path": "/app-health/server/readyz", "port": 15020}
+    }
+    _serve(w, "ok", server_pod, server)
+    _serve(
+        w, "ok", pod_object("ok", client.spec.pod, "client", "client", owner=("ReplicaSet", "client-2b3c4d5e6")), client
+    )
+    w.objects += [
+        _ns("ok", **{"istio-injection": "enabled"}),
+        _ns(ISTIO_NS),
+        _sa("ok", "server"),
+        _sa("ok", "client"),
+        _svc("ok", "server", "server"),
+        _pa(ISTIO_NS, "default", "STRICT", "2026-01-01T00:00:00Z"),
+        _dr("ok", "server", "server", "ISTIO_MUTUAL"),
+        _ap(
+            "ok",
+            "server-from-client",
+            {
+                "selector": {"matchLabels": {"app": "server"}},
+                "rules": [{"from": [{"source": {"principals": ["cluster.local/ns/ok/sa/client"]}}]}],
+            },
+        ),
+        _root_configmap(root),
+    ]
+    w.proxy_rows = [(name, ns, {}) for (ns, name) in w.admins]
+    w.logs[("ok", client.spec.pod, "istio-proxy")] = (
+        '[2026-11-23T05:00:00.000Z] "GET / HTTP/1.1" 200 - via_upstream - "-" 0 42 3 2 "-" "curl/8.5.0" "abc" '
+        '"server.ok:80" "127.0.0.1:40000" outbound|80||server.ok.svc.cluster.local 127.0.0.1:1 127.0.0.1:2 '
+        "127.0.0.1:3 outbound_.80_._.server.ok.svc.cluster.local default\n"
+    )
+    return w

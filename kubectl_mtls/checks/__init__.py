@@ -1,0 +1,1 @@
+"""The diagnosis checks behind `kubectl mtls check`: one unit per check (see base.py)."""

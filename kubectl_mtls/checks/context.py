@@ -1,0 +1,297 @@
+"""Everything the checks read, gathered once per run: objects listed once per kind, sidecars
+fetched concurrently, and what could not be read recorded in `incomplete` instead of stopping."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from functools import cached_property
+from typing import Any
+
+from ..errors import GatherError, MtlsError, NotFoundError
+from ..istio import peerauthn
+from ..model import Proxy
+from ..normalize import pod as podinfo
+from ..sources import Source
+
+EXEMPT_NAMESPACES = ("kube-system", "kube-public", "kube-node-lease")
+INPUTS = (
+    "pods", "namespaces", "services", "serviceaccounts", "peerauthentications", "destinationrules",
+    "authorizationpolicies", "configmaps", "secrets", "proxies", "proxy-status", "logs",
+)
+
+
+@dataclass
+class Options:
+    istio_namespace: str = "istio-system"
+    expiring_within: float | None = None  # seconds
+    logs: bool = False
+    tail: int = 500
+    concurrency: int = 8
+    progress: bool = False
+
+
+@dataclass
+class Scope:
+    namespace: str | None  # None = every namespace
+    pod: str | None = None  # one pod of `namespace`
+
+
+@dataclass
+class Mesh:
+    root_namespace: str = "istio-system"
+    trust_domain: str = "cluster.local"
+    trust_domain_aliases: list[str] = field(default_factory=list)
+    auto_mtls: bool = True
+    rewrite_probes: bool = True  # injector default sidecarInjectorWebhook.rewriteAppHTTPProbe
+
+
+def meta(obj: dict[str, Any]) -> dict[str, Any]:
+    value = obj.get("metadata")
+    return value if isinstance(value, dict) else {}
+
+
+def labels_of(obj: dict[str, Any]) -> dict[str, str]:
+    return meta(obj).get("labels") or {}
+
+
+def key_of(obj: dict[str, Any]) -> tuple[str, str]:
+    return str(meta(obj).get("namespace") or ""), str(meta(obj).get("name") or "")
+
+
+class Context:
+    def __init__(self, source: Source, scope: Scope, now: datetime, options: Options) -> None:
+        self.source = source
+        self.scope = scope
+        self.now = now
+        self.options = options
+        self.incomplete: list[dict[str, str]] = []
+        self.unavailable: dict[str, str] = {}
+        self.pods: list[dict[str, Any]] = []
+        self.targets: list[dict[str, Any]] = []
+        self.proxies: dict[tuple[str, str], Proxy] = {}
+        self.proxy_status: dict[tuple[str, str], Any] = {}
+        self.proxy_logs: dict[tuple[str, str], str] = {}
+        self.istiod_logs: dict[str, str] = {}
+        self._objects: dict[str, list[dict[str, Any]]] = {}
+        self._effective: dict[tuple[str, str], peerauthn.Effective] = {}
+
+    # -- loading --------------------------------------------------------------------------------
+    def note(self, what: str, why: str) -> None:
+        self.incomplete.append({"what": what, "why": why})
+
+    def load(self, needed: Iterable[str]) -> None:
+        needed = set(needed) | {"pods", "namespaces", "configmaps", "peerauthentications"}
+        self._load_pods()
+        for kind in ("namespaces", "services", "serviceaccounts", "peerauthentications", "destinationrules",
+                     "authorizationpolicies", "configmaps", "secrets"):
+            if kind in needed:
+                self._load_kind(kind)
+        if "proxies" in needed:
+            self._load_proxies()
+        if "proxy-status" in needed:
+            self._load_proxy_status()
+        if "logs" in needed:
+            self._load_logs()
+
+    def _load_pods(self) -> None:
+        try:
+            self.pods = self.source.list_pods(self.scope.namespace)
+        except NotFoundError:
+            raise
+        except MtlsError as exc:
+            self.unavailable["pods"] = str(exc)
+            self.note("pods", str(exc))
+            return
+        if self.scope.pod is not None:
+            self.targets = [p for p in self.pods if meta(p).get("name") == self.scope.pod]
+            if not self.targets:
+                raise NotFoundError(f'pods "{self.scope.pod}" not found in namespace "{self.scope.namespace}"')
+        else:
+            self.targets = list(self.pods)
+
+    def _load_kind(self, kind: str) -> None:
+        """All namespaces in one list where RBAC allows, else the scope's namespace and the root namespace."""
+        try:
+            self._objects[kind] = self.source.list_objects(kind, None)
+            return
+        except MtlsError as exc:
+            first_error = str(exc)
+        namespaces = [ns for ns in {self.scope.namespace, self.options.istio_namespace} if ns]
+        items: list[dict[str, Any]] = []
+        try:
+            for ns in namespaces:
+                items.extend(self.source.list_objects(kind, ns))
+        except MtlsError as exc:
+            self.unavailable[kind] = str(exc)
+            self.note(kind, str(exc))
+            return
+        if self.scope.namespace is None:  # a mesh-wide scan that could not list cluster-wide
+            self.note(kind, f"listed only in {', '.join(namespaces)}: {first_error}")
+        self._objects[kind] = items
+
+    def _load_proxies(self) -> None:
+        from ..commands.gather import load_many
+
+        with_envoy = [p for p in self.targets if podinfo.has_envoy(p)]
+        proxies, failures = load_many(self.source, with_envoy, self.now, self.options.concurrency,
+                                      progress=self.options.progress)
+        for proxy in proxies:
+            self.proxies[(proxy.model["namespace"], proxy.model["pod"])] = proxy
+            for note in proxy.model["incomplete"]:
+                self.note(f"pod {proxy.ref}", note)
+        for failure in failures:
+            self.note(f"pod {failure['namespace']}/{failure['pod']}", failure["error"])
+        if with_envoy and not proxies:
+            self.unavailable["proxies"] = "no sidecar config could be read"
+
+    def _load_proxy_status(self) -> None:
+        from ..normalize import proxystatus
+
+        try:
+            raw = self.source.proxy_status()
+            self.proxy_status = dict(proxystatus.parse(raw.decode(errors="replace")))
+        except (MtlsError, ValueError) as exc:
+            self.unavailable["proxy-status"] = str(exc)
+            self.note("istioctl proxy-status", str(exc))
+
+    def _load_logs(self) -> None:
+        with_envoy = [p for p in self.targets if podinfo.has_envoy(p)]
+        for pod in with_envoy:
+            ns, name = key_of(pod)
+            try:
+                self.proxy_logs[(ns, name)] = self.source.pod_log(ns, name, "istio-proxy", self.options.tail)
+            except MtlsError as exc:
+                self.note(f"istio-proxy log of {ns}/{name}", str(exc))
+        try:
+            istiods = self.source.list_pods(self.options.istio_namespace, "app=istiod")
+        except MtlsError as exc:
+            self.note("istiod pods", str(exc))
+            istiods = []
+        for pod in istiods:
+            ns, name = key_of(pod)
+            try:
+                self.istiod_logs[name] = self.source.pod_log(ns, name, "discovery", self.options.tail)
+            except MtlsError as exc:
+                self.note(f"istiod log of {ns}/{name}", str(exc))
+        if not self.proxy_logs and not self.istiod_logs:
+            self.unavailable["logs"] = "no log could be read"
+
+    # -- lookups ----------------------------------------------------------------------------------
+    def available(self, name: str) -> bool:
+        return name not in self.unavailable
+
+    def objects(self, kind: str) -> list[dict[str, Any]]:
+        return self._objects.get(kind, [])
+
+    def proxy(self, pod: dict[str, Any]) -> Proxy | None:
+        return self.proxies.get(key_of(pod))
+
+    @cached_property
+    def namespaces(self) -> dict[str, dict[str, Any]]:
+        return {key_of(ns)[1]: ns for ns in self.objects("namespaces")}
+
+    def configmap(self, namespace: str, name: str) -> dict[str, Any] | None:
+        for cm in self.objects("configmaps"):
+            if key_of(cm) == (namespace, name):
+                return cm
+        return None
+
+    @cached_property
+    def mesh(self) -> Mesh:
+        """meshConfig from the `istio` ConfigMap (key `mesh`), injector defaults from its values."""
+        mesh = Mesh(root_namespace=self.options.istio_namespace)
+        cm = self.configmap(self.options.istio_namespace, "istio")
+        text = ((cm or {}).get("data") or {}).get("mesh")
+        if isinstance(text, str):
+            import yaml
+
+            try:
+                config = yaml.safe_load(text) or {}
+            except yaml.YAMLError as exc:
+                self.note(f"ConfigMap {self.options.istio_namespace}/istio", f"mesh config is not YAML: {exc}")
+                config = {}
+            if isinstance(config, dict):
+                mesh.root_namespace = str(config.get("rootNamespace") or mesh.root_namespace)
+                mesh.trust_domain = str(config.get("trustDomain") or mesh.trust_domain)
+                mesh.trust_domain_aliases = [str(a) for a in config.get("trustDomainAliases") or []]
+                mesh.auto_mtls = config.get("enableAutoMtls", True) is not False
+        injector = self.configmap(self.options.istio_namespace, "istio-sidecar-injector")
+        values = ((injector or {}).get("data") or {}).get("values")
+        if isinstance(values, str):
+            import json
+
+            try:
+                webhook = (json.loads(values).get("sidecarInjectorWebhook") or {})
+                mesh.rewrite_probes = webhook.get("rewriteAppHTTPProbe", True) is not False
+            except (ValueError, AttributeError):
+                pass
+        return mesh
+
+    def effective(self, pod: dict[str, Any]) -> peerauthn.Effective:
+        key = key_of(pod)
+        if key not in self._effective:
+            self._effective[key] = peerauthn.effective(
+                key[0], labels_of(pod), self.objects("peerauthentications"), self.mesh.root_namespace
+            )
+        return self._effective[key]
+
+    def exempt(self, namespace: str) -> bool:
+        """Namespaces Istio never injects into."""
+        return namespace in EXEMPT_NAMESPACES or namespace == self.options.istio_namespace
+
+    def services_of(self, pod: dict[str, Any]) -> list[dict[str, Any]]:
+        ns, _ = key_of(pod)
+        labels = labels_of(pod)
+        out = []
+        for svc in self.objects("services"):
+            selector = (svc.get("spec") or {}).get("selector") or {}
+            if key_of(svc)[0] == ns and selector and all(labels.get(k) == v for k, v in selector.items()):
+                out.append(svc)
+        return out
+
+    def pods_of(self, service: dict[str, Any]) -> list[dict[str, Any]]:
+        ns, _ = key_of(service)
+        selector = (service.get("spec") or {}).get("selector") or {}
+        if not selector:
+            return []
+        return [p for p in self.pods if key_of(p)[0] == ns and all(labels_of(p).get(k) == v
+                                                                     for k, v in selector.items())]
+
+    def service_by_host(self, host: str) -> dict[str, Any] | None:
+        """`name.ns.svc.<domain>` -> the Service."""
+        parts = host.split(".")
+        if len(parts) < 3 or parts[2] != "svc":
+            return None
+        for svc in self.objects("services"):
+            if key_of(svc) == (parts[1], parts[0]):
+                return svc
+        return None
+
+    def running(self, pod: dict[str, Any]) -> bool:
+        phase = (pod.get("status") or {}).get("phase")
+        return phase not in ("Succeeded", "Failed")
+
+
+def target_port(service_port: dict[str, Any], pod: dict[str, Any]) -> int | None:
+    """A Service port's targetPort on one pod (named ports resolve through the pod's containers)."""
+    target = service_port.get("targetPort", service_port.get("port"))
+    if isinstance(target, int):
+        return target
+    if isinstance(target, str) and target.isdigit():
+        return int(target)
+    for container in (pod.get("spec") or {}).get("containers") or []:
+        for port in container.get("ports") or []:
+            if port.get("name") == target and isinstance(port.get("containerPort"), int):
+                return int(port["containerPort"])
+    return None
+
+
+def progress(message: str) -> None:
+    sys.stderr.write(f"\r{message}\033[K")
+    sys.stderr.flush()
+
+
+__all__ = ["Context", "GatherError", "Options", "Scope", "target_port"]

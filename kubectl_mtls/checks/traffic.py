@@ -1,0 +1,153 @@
+"""Traffic rules: do clients really originate Istio mTLS towards STRICT servers?"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from ..istio import destinationrule
+from ..normalize import pod as podinfo
+from .base import Finding, check, finding
+from .context import Context, key_of, labels_of, target_port
+
+AREA = "traffic rules"
+NOT_ISTIO_MTLS = ("DISABLE", "SIMPLE", "MUTUAL")
+
+
+def _fqdn(svc: dict[str, Any]) -> str:
+    ns, name = key_of(svc)
+    return f"{name}.{ns}.svc.cluster.local"
+
+
+def strict_ports(ctx: Context, svc: dict[str, Any]) -> dict[int, list[str]]:
+    """Service port -> the sidecar pods behind it that are STRICT on the matching target port."""
+    out: dict[int, list[str]] = {}
+    pods = [p for p in ctx.pods_of(svc) if podinfo.has_envoy(p)]
+    for port in (svc.get("spec") or {}).get("ports") or []:
+        number = port.get("port")
+        if not isinstance(number, int):
+            continue
+        for pod in pods:
+            target = target_port(port, pod)
+            if ctx.effective(pod).mode_for(target) == "STRICT":
+                out.setdefault(number, []).append("/".join(key_of(pod)))
+    return out
+
+
+@check(
+    "destinationrule-tls-conflict",
+    area=AREA,
+    severity="error",
+    title="no DestinationRule turns off Istio mTLS towards a STRICT service",
+    reads=("pods", "services", "peerauthentications", "destinationrules"),
+    explain="""
+What it looks at: for every Service whose server pods are STRICT, the DestinationRule Istio applies for
+each client namespace (client namespace first, then the Service's namespace if exported there, then
+the root namespace; exact host before wildcards), and every TLS mode it can give: top level, the
+port-level setting for the Service port (which replaces the top level), and each subset.
+
+Why it breaks mTLS: `DISABLE` sends plaintext (the server resets it: `503 UC`, server log `NR
+filter_chain_not_found`), `SIMPLE` sends TLS without a client certificate
+(`PEER_DID_NOT_RETURN_A_CERTIFICATE`), `MUTUAL` presents a non-Istio certificate the server does not
+trust. Auto mTLS does not help: an explicit DestinationRule TLS mode wins.
+
+How to fix: set `tls.mode: ISTIO_MUTUAL` in that place of the DestinationRule, or remove the `tls`
+block so auto mTLS decides (`kubectl edit destinationrule NAME -n NS`).
+""",
+)
+def destinationrule_tls_conflict(ctx: Context) -> Iterator[Finding]:
+    rules = ctx.objects("destinationrules")
+    if not rules:
+        return
+    root = ctx.mesh.root_namespace
+    clients = sorted({key_of(p)[0] for p in ctx.pods if podinfo.has_envoy(p)})
+    seen: set[tuple[str, str, int, str, str]] = set()
+    for svc in ctx.objects("services"):
+        ports = strict_ports(ctx, svc)
+        if not ports:
+            continue
+        svc_ns, svc_name = key_of(svc)
+        for client_ns in sorted(set(clients) | {svc_ns}):
+            selected = destinationrule.select(rules, _fqdn(svc), client_ns, svc_ns, root)
+            if selected is None:
+                continue
+            for port, servers in sorted(ports.items()):
+                for mode, where in destinationrule.tls_modes(selected, port):
+                    if mode not in NOT_ISTIO_MTLS:
+                        continue
+                    owner = where.split(":", 1)[0]
+                    dr_ns, _, dr_name = owner.partition("/")
+                    key = (dr_ns, dr_name, port, mode, where)
+                    if key in seen:
+                        continue
+                    seen.add(key)
+                    yield finding(
+                        "destinationrule-tls-conflict", "error", "DestinationRule", dr_ns, dr_name,
+                        f"gives {mode} ({where.split(': ', 1)[-1]}) for {svc_ns}/{svc_name}:{port}, "
+                        "whose pods are STRICT",
+                        f"kubectl edit destinationrule {dr_name} -n {dr_ns}   # tls.mode: ISTIO_MUTUAL, or drop tls",
+                        pods=servers, service=f"{svc_ns}/{svc_name}", port=port, mode=mode, where=where,
+                        client_namespaces=[c for c in clients if destinationrule.select(
+                            rules, _fqdn(svc), c, svc_ns, root) == selected] or [client_ns],
+                        step=selected.step,
+                    )
+
+
+@check(
+    "outbound-plaintext-to-strict",
+    area=AREA,
+    severity="error",
+    title="every client sidecar originates Istio mTLS to STRICT services",
+    reads=("pods", "services", "peerauthentications", "proxies"),
+    explain="""
+What it looks at: the client sidecar's actual outbound cluster for each STRICT Service port: its TLS
+mode (from `transport_socket` / `transport_socket_matches`) and, under auto mTLS, how many endpoints
+carry `tlsMode: istio` (only those get mTLS; the rest get plaintext).
+
+Why it breaks mTLS: whatever the YAML says, this is what the client sends. Plaintext to a STRICT server
+is reset (`503 UC`, `NR filter_chain_not_found` on the server). Endpoints without `tlsMode: istio` are
+pods without a sidecar or without the `security.istio.io/tlsMode` label.
+
+How to fix: if the cluster names a DestinationRule, fix its TLS mode (destinationrule-tls-conflict);
+if some endpoints lack `tlsMode: istio`, inject sidecars into those server pods and restart them.
+""",
+)
+def outbound_plaintext_to_strict(ctx: Context) -> Iterator[Finding]:
+    strict_cache: dict[tuple[str, str], dict[int, list[str]]] = {}
+    for pod in ctx.targets:
+        proxy = ctx.proxy(pod)
+        if proxy is None:
+            continue
+        ns, name = key_of(pod)
+        for cluster in proxy.model["clusters"]:
+            svc = ctx.service_by_host(cluster["host"])
+            if svc is None or cluster["port"] is None:
+                continue
+            key = key_of(svc)
+            if key not in strict_cache:
+                strict_cache[key] = strict_ports(ctx, svc)
+            servers = strict_cache[key].get(cluster["port"])
+            if not servers:
+                continue
+            mode = cluster["tls_mode"]
+            dr = cluster["destination_rule"]
+            dr_text = f" (DestinationRule {dr['namespace']}/{dr['name']})" if dr and dr.get("name") else ""
+            if mode in NOT_ISTIO_MTLS:
+                message = f"sends {mode} to STRICT {key[0]}/{key[1]}:{cluster['port']}{dr_text}"
+                hint = (f"kubectl edit destinationrule {dr['name']} -n {dr['namespace']}   # tls.mode: ISTIO_MUTUAL"
+                        if dr and dr.get("name") else f"kubectl get destinationrule -A | grep {key[1]}")
+            elif mode == "AUTO" and cluster["endpoints"] and (cluster["mtls_endpoints"] or 0) < cluster["endpoints"]:
+                plain = cluster["endpoints"] - (cluster["mtls_endpoints"] or 0)
+                message = (f"sends plaintext to {plain} of {cluster['endpoints']} endpoints of STRICT "
+                           f"{key[0]}/{key[1]}:{cluster['port']} (no tlsMode: istio label: no sidecar there)")
+                hint = f"kubectl mtls check namespace {key[0]}   # find the server pods without a sidecar"
+            else:
+                continue
+            yield finding(
+                "outbound-plaintext-to-strict", "error", "Pod", ns, name, message, hint,
+                pods=[f"{ns}/{name}"], cluster=cluster["name"], tls_mode=mode, servers=servers,
+                destination_rule=dr,
+            )
+
+
+__all__ = ["labels_of"]

@@ -1,0 +1,204 @@
+"""`kubectl mtls check`: run every check on a pod, a namespace or the mesh; findings with evidence and fixes."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from ..checks.base import AREAS, Check, all_checks
+from ..errors import EXIT_GATHER, EXIT_OK, EXIT_PROBLEM, UsageError
+from ..render import Style, emit
+from ..sources import parse_pod_ref
+from .common import namespace_of, now, open_source, parse_duration
+
+IGNORE_ANNOTATION = "mtls.kubectl.io/ignore"
+MARKS = {"ok": "√", "error": "×", "warning": "‼", "info": "·", "skipped": "?"}
+
+
+def register(sub: Any, output: argparse.ArgumentParser, source: argparse.ArgumentParser) -> None:
+    parser = sub.add_parser(
+        "check",
+        parents=[source, output],
+        help="diagnose mTLS for a pod, a namespace or the whole mesh",
+        description="Run every check (sidecars and sync, PeerAuthentication precedence and what the sidecars "
+        "enforce, certificates and roots, DestinationRules and outbound TLS, AuthorizationPolicies, probes, "
+        "logs) and report each problem with its evidence and the command that fixes it. "
+        "Exit 1 when an error is found (--fail-on warning: also for warnings).",
+        epilog="examples:\n"
+        "  kubectl mtls check pod productpage-v1-6b746f74dc-9stvs -n bookinfo\n"
+        "  kubectl mtls check namespace bookinfo\n"
+        "  kubectl mtls check -A --logs -o json --query 'findings[?severity==`error`]'\n"
+        "  kubectl mtls explain root-mismatch",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("target", nargs="?", choices=("pod", "pods", "po", "namespace", "ns"),
+                        help="what to check (default: the namespace)")
+    parser.add_argument("name", nargs="?", help="pod name (POD, NAMESPACE/POD, POD.NAMESPACE) or namespace")
+    parser.add_argument("-A", "--all-namespaces", action="store_true", help="check the whole mesh")
+    parser.add_argument("--logs", action="store_true", help="also read sidecar and istiod logs when scanning")
+    parser.add_argument("--tail", type=int, default=500, metavar="N", help="log lines to read per container")
+    parser.add_argument("--expiring-within", type=parse_duration, metavar="DURATION",
+                        help="also warn about certificates expiring within this time (e.g. 72h)")
+    parser.add_argument("--fail-on", choices=("error", "warning"), default="error",
+                        help="lowest severity that makes the exit code 1 (default: error)")
+    parser.add_argument("--ignore", action="append", default=[], metavar="CHECK[:NS/NAME]",
+                        help="suppress a check, or a check for one object (repeatable)")
+    parser.add_argument("--concurrency", type=int, default=8, metavar="N", help="sidecars read at once")
+    parser.set_defaults(handler=run)
+
+
+def _scope(args: argparse.Namespace, source: Any) -> Any:
+    from ..checks.context import Scope
+
+    if args.all_namespaces:
+        if args.target in ("pod", "pods", "po") and args.name:
+            raise UsageError("a pod name and -A do not go together")
+        return Scope(None)
+    if args.target in ("pod", "pods", "po") and args.name:
+        qualified = "/" in args.name or "." in args.name
+        ns, pod = parse_pod_ref(args.name, "" if qualified else namespace_of(args, source))
+        return Scope(ns, pod)
+    if args.target in ("namespace", "ns") and args.name:
+        return Scope(args.name)
+    if args.name:
+        raise UsageError(f"unexpected argument {args.name!r}: use 'check pod NAME' or 'check namespace NAME'")
+    return Scope(namespace_of(args, source))
+
+
+def _concerns(finding: dict[str, Any], namespace: str, pod: str) -> bool:
+    if finding["kind"] == "Pod" and (finding["namespace"], finding["name"]) == (namespace, pod):
+        return True
+    return f"{namespace}/{pod}" in (finding["evidence"].get("pods") or [])
+
+
+def _ignored(finding: dict[str, Any], rules: list[str], ctx: Any) -> bool:
+    obj = f"{finding['namespace']}/{finding['name']}" if finding["namespace"] else finding["name"]
+    for rule in rules:
+        slug, _, target = rule.partition(":")
+        if slug == finding["check"] and (not target or target == obj or target in finding["evidence"].get("pods", [])):
+            return True
+    annotated: list[dict[str, Any]] = []
+    ns = finding["namespace"] or (finding["name"] if finding["kind"] == "Namespace" else "")
+    if ns in ctx.namespaces:
+        annotated.append(ctx.namespaces[ns])
+    if finding["kind"] == "Pod":
+        annotated += [p for p in ctx.pods if (p.get("metadata") or {}).get("name") == finding["name"]
+                      and (p.get("metadata") or {}).get("namespace") == finding["namespace"]]
+    for obj_ in annotated:
+        value = ((obj_.get("metadata") or {}).get("annotations") or {}).get(IGNORE_ANNOTATION, "")
+        if finding["check"] in {v.strip() for v in str(value).split(",")}:
+            return True
+    return False
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..checks.context import Context, Options
+
+    checks = all_checks()
+    known = {c.slug for c in checks}
+    for rule in args.ignore:
+        if rule.partition(":")[0] not in known:
+            raise UsageError(f"--ignore {rule}: no check named {rule.partition(':')[0]!r} (see kubectl mtls explain)")
+    source = open_source(args)
+    scope = _scope(args, source)
+    options = Options(
+        istio_namespace=args.istio_namespace, expiring_within=args.expiring_within, logs=args.logs,
+        tail=args.tail, concurrency=args.concurrency, progress=sys.stderr.isatty() and args.output != "json",
+    )
+    with_logs = scope.pod is not None or args.logs
+    selected = [c for c in checks if with_logs or not c.needs_logs]
+    ctx = Context(source, scope, now(), options)
+    ctx.load({name for c in selected for name in (*c.reads, *c.optional)})
+    findings: list[dict[str, Any]] = []
+    statuses: list[dict[str, str]] = []
+    suppressed = 0
+    for item in selected:
+        missing = [name for name in item.reads if not ctx.available(name)]
+        if missing:
+            ctx.note(f"check {item.slug}", f"skipped: could not read {', '.join(missing)}")
+            statuses.append({"check": item.slug, "area": item.area, "status": "skipped"})
+            continue
+        try:
+            produced = list(item.run(ctx))
+        except Exception as exc:  # one faulty check must not hide the others' findings
+            ctx.note(f"check {item.slug}", f"internal error: {type(exc).__name__}: {exc}")
+            statuses.append({"check": item.slug, "area": item.area, "status": "skipped"})
+            continue
+        if scope.pod is not None and not item.mesh_wide:  # `check pod`: what concerns this pod only
+            produced = [f for f in produced if _concerns(f, scope.namespace, scope.pod)]
+        kept = [f for f in produced if not _ignored(f, args.ignore, ctx)]
+        suppressed += len(produced) - len(kept)
+        findings.extend(kept)
+        statuses.append({"check": item.slug, "area": item.area, "status": _worst(kept)})
+    summary = {sev: sum(1 for f in findings if f["severity"] == sev) for sev in ("error", "warning", "info")}
+    summary["suppressed"] = suppressed
+    data = {"findings": findings, "summary": summary, "incomplete": ctx.incomplete, "checks": statuses}
+    style = Style.detect(args.no_color)
+    by_slug = {c.slug: c for c in checks}
+    emit(data, args.output, args.query, lambda d, wide: table(d, by_slug, style, wide))
+    if not ctx.available("pods"):  # every check is about workloads: without pods nothing was gathered
+        return EXIT_GATHER
+    bar = ("error", "warning") if args.fail_on == "warning" else ("error",)
+    return EXIT_PROBLEM if any(f["severity"] in bar for f in findings) else EXIT_OK
+
+
+def _worst(findings: list[dict[str, Any]]) -> str:
+    for severity in ("error", "warning", "info"):
+        if any(f["severity"] == severity for f in findings):
+            return severity
+    return "ok"
+
+
+def _evidence(evidence: dict[str, Any], wide: bool) -> str:
+    parts = []
+    for key, value in evidence.items():
+        if value in (None, [], {}, "") or (key == "pods" and not wide):
+            continue
+        if isinstance(value, list):
+            shown = ", ".join(str(v) for v in value[:5]) + (f", … ({len(value)} in all)" if len(value) > 5 else "")
+        elif isinstance(value, dict):
+            shown = ", ".join(f"{k} {v}" for k, v in list(value.items())[:6])
+        else:
+            shown = str(value)
+        parts.append(f"{key.replace('_', ' ')}: {shown}")
+    return "; ".join(parts)
+
+
+def table(data: dict[str, Any], checks: dict[str, Check], style: Style, wide: bool) -> str:
+    paint = {"ok": style.ok, "error": style.error, "warning": style.warn, "info": lambda s: s,
+             "skipped": style.warn}
+    lines: list[str] = []
+    for area in AREAS:
+        statuses = [s for s in data["checks"] if s["area"] == area]
+        if not statuses:
+            continue
+        lines += [style.bold(area), "-" * len(area)]
+        for status in statuses:
+            item = checks[status["check"]]
+            mark = paint[status["status"]](MARKS[status["status"]])
+            lines.append(f"{mark} {item.title} [{item.slug}]")
+            for f in data["findings"]:
+                if f["check"] != item.slug:
+                    continue
+                obj = f"{f['namespace']}/{f['name']}" if f["namespace"] else f["name"]
+                lines.append(f"    {paint[f['severity']](MARKS[f['severity']])} {f['kind']} {obj}: {f['message']}")
+                if f["severity"] != "info" or wide:
+                    evidence = _evidence(f["evidence"], wide)
+                    if evidence:
+                        lines.append(f"      evidence: {evidence}")
+                if f["hint"]:
+                    lines.append(f"      fix: {f['hint']}")
+            if status["status"] in ("error", "warning"):
+                lines.append(f"      see: kubectl mtls explain {item.slug}")
+        lines.append("")
+    if data["incomplete"]:
+        lines += [style.bold("could not check"), "-" * 15]
+        lines += [style.warn(f"? {i['what']}: {i['why']}") for i in data["incomplete"]]
+        lines.append("")
+    s = data["summary"]
+    verdict = style.error("×") if s["error"] else style.warn("‼") if s["warning"] else style.ok("√")
+    extra = f", {s['suppressed']} suppressed" if s["suppressed"] else ""
+    lines.append(f"Status check results are {verdict}: {s['error']} error(s), {s['warning']} warning(s), "
+                 f"{s['info']} info{extra}")
+    return "\n".join(lines) + "\n"
