@@ -18,8 +18,18 @@ from ..sources import Source
 
 EXEMPT_NAMESPACES = ("kube-system", "kube-public", "kube-node-lease")
 INPUTS = (
-    "pods", "namespaces", "services", "serviceaccounts", "peerauthentications", "destinationrules",
-    "authorizationpolicies", "configmaps", "secrets", "proxies", "proxy-status", "logs",
+    "pods",
+    "namespaces",
+    "services",
+    "serviceaccounts",
+    "peerauthentications",
+    "destinationrules",
+    "authorizationpolicies",
+    "configmaps",
+    "secrets",
+    "proxies",
+    "proxy-status",
+    "logs",
 )
 
 
@@ -83,18 +93,32 @@ class Context:
         self.incomplete.append({"what": what, "why": why})
 
     def load(self, needed: Iterable[str]) -> None:
+        """Pods first (they say which sidecars to read); then the sidecars, fetched in the background
+        while the other kinds are listed, since istioctl calls take far longer than API lists."""
+        from concurrent.futures import ThreadPoolExecutor
+
         needed = set(needed) | {"pods", "namespaces", "configmaps", "peerauthentications"}
         self._load_pods()
-        for kind in ("namespaces", "services", "serviceaccounts", "peerauthentications", "destinationrules",
-                     "authorizationpolicies", "configmaps", "secrets"):
-            if kind in needed:
-                self._load_kind(kind)
-        if "proxies" in needed:
-            self._load_proxies()
-        if "proxy-status" in needed:
-            self._load_proxy_status()
-        if "logs" in needed:
-            self._load_logs()
+        with ThreadPoolExecutor(max_workers=1) as background:
+            proxies = background.submit(self._load_proxies) if "proxies" in needed else None
+            for kind in (
+                "namespaces",
+                "services",
+                "serviceaccounts",
+                "peerauthentications",
+                "destinationrules",
+                "authorizationpolicies",
+                "configmaps",
+                "secrets",
+            ):
+                if kind in needed:
+                    self._load_kind(kind)
+            if "proxy-status" in needed:
+                self._load_proxy_status()
+            if "logs" in needed:
+                self._load_logs()
+            if proxies is not None:
+                proxies.result()
 
     def _load_pods(self) -> None:
         try:
@@ -136,8 +160,9 @@ class Context:
         from ..commands.gather import load_many
 
         with_envoy = [p for p in self.targets if podinfo.has_envoy(p)]
-        proxies, failures = load_many(self.source, with_envoy, self.now, self.options.concurrency,
-                                      progress=self.options.progress)
+        proxies, failures = load_many(
+            self.source, with_envoy, self.now, self.options.concurrency, progress=self.options.progress
+        )
         for proxy in proxies:
             self.proxies[(proxy.model["namespace"], proxy.model["pod"])] = proxy
             for note in proxy.model["incomplete"]:
@@ -186,6 +211,17 @@ class Context:
     def objects(self, kind: str) -> list[dict[str, Any]]:
         return self._objects.get(kind, [])
 
+    @cached_property
+    def pods_by_key(self) -> dict[tuple[str, str], dict[str, Any]]:
+        return {key_of(p): p for p in self.pods}
+
+    @cached_property
+    def pods_by_namespace(self) -> dict[str, list[dict[str, Any]]]:
+        out: dict[str, list[dict[str, Any]]] = {}
+        for pod in self.pods:
+            out.setdefault(key_of(pod)[0], []).append(pod)
+        return out
+
     def proxy(self, pod: dict[str, Any]) -> Proxy | None:
         return self.proxies.get(key_of(pod))
 
@@ -224,7 +260,7 @@ class Context:
             import json
 
             try:
-                webhook = (json.loads(values).get("sidecarInjectorWebhook") or {})
+                webhook = json.loads(values).get("sidecarInjectorWebhook") or {}
                 mesh.rewrite_probes = webhook.get("rewriteAppHTTPProbe", True) is not False
             except (ValueError, AttributeError):
                 pass
@@ -257,8 +293,9 @@ class Context:
         selector = (service.get("spec") or {}).get("selector") or {}
         if not selector:
             return []
-        return [p for p in self.pods if key_of(p)[0] == ns and all(labels_of(p).get(k) == v
-                                                                     for k, v in selector.items())]
+        return [
+            p for p in self.pods_by_namespace.get(ns, []) if all(labels_of(p).get(k) == v for k, v in selector.items())
+        ]
 
     def service_by_host(self, host: str) -> dict[str, Any] | None:
         """`name.ns.svc.<domain>` -> the Service."""

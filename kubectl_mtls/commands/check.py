@@ -32,18 +32,35 @@ def register(sub: Any, output: argparse.ArgumentParser, source: argparse.Argumen
         "  kubectl mtls explain root-mismatch",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("target", nargs="?", choices=("pod", "pods", "po", "namespace", "ns"),
-                        help="what to check (default: the namespace)")
+    parser.add_argument(
+        "target",
+        nargs="?",
+        choices=("pod", "pods", "po", "namespace", "ns"),
+        help="what to check (default: the namespace)",
+    )
     parser.add_argument("name", nargs="?", help="pod name (POD, NAMESPACE/POD, POD.NAMESPACE) or namespace")
     parser.add_argument("-A", "--all-namespaces", action="store_true", help="check the whole mesh")
     parser.add_argument("--logs", action="store_true", help="also read sidecar and istiod logs when scanning")
     parser.add_argument("--tail", type=int, default=500, metavar="N", help="log lines to read per container")
-    parser.add_argument("--expiring-within", type=parse_duration, metavar="DURATION",
-                        help="also warn about certificates expiring within this time (e.g. 72h)")
-    parser.add_argument("--fail-on", choices=("error", "warning"), default="error",
-                        help="lowest severity that makes the exit code 1 (default: error)")
-    parser.add_argument("--ignore", action="append", default=[], metavar="CHECK[:NS/NAME]",
-                        help="suppress a check, or a check for one object (repeatable)")
+    parser.add_argument(
+        "--expiring-within",
+        type=parse_duration,
+        metavar="DURATION",
+        help="also warn about certificates expiring within this time (e.g. 72h)",
+    )
+    parser.add_argument(
+        "--fail-on",
+        choices=("error", "warning"),
+        default="error",
+        help="lowest severity that makes the exit code 1 (default: error)",
+    )
+    parser.add_argument(
+        "--ignore",
+        action="append",
+        default=[],
+        metavar="CHECK[:NS/NAME]",
+        help="suppress a check, or a check for one object (repeatable)",
+    )
     parser.add_argument("--concurrency", type=int, default=8, metavar="N", help="sidecars read at once")
     parser.set_defaults(handler=run)
 
@@ -82,9 +99,8 @@ def _ignored(finding: dict[str, Any], rules: list[str], ctx: Any) -> bool:
     ns = finding["namespace"] or (finding["name"] if finding["kind"] == "Namespace" else "")
     if ns in ctx.namespaces:
         annotated.append(ctx.namespaces[ns])
-    if finding["kind"] == "Pod":
-        annotated += [p for p in ctx.pods if (p.get("metadata") or {}).get("name") == finding["name"]
-                      and (p.get("metadata") or {}).get("namespace") == finding["namespace"]]
+    if finding["kind"] == "Pod" and (finding["namespace"], finding["name"]) in ctx.pods_by_key:
+        annotated.append(ctx.pods_by_key[(finding["namespace"], finding["name"])])
     for obj_ in annotated:
         value = ((obj_.get("metadata") or {}).get("annotations") or {}).get(IGNORE_ANNOTATION, "")
         if finding["check"] in {v.strip() for v in str(value).split(",")}:
@@ -103,8 +119,12 @@ def run(args: argparse.Namespace) -> int:
     source = open_source(args)
     scope = _scope(args, source)
     options = Options(
-        istio_namespace=args.istio_namespace, expiring_within=args.expiring_within, logs=args.logs,
-        tail=args.tail, concurrency=args.concurrency, progress=sys.stderr.isatty() and args.output != "json",
+        istio_namespace=args.istio_namespace,
+        expiring_within=args.expiring_within,
+        logs=args.logs,
+        tail=args.tail,
+        concurrency=args.concurrency,
+        progress=sys.stderr.isatty() and args.output != "json",
     )
     with_logs = scope.pod is not None or args.logs
     selected = [c for c in checks if with_logs or not c.needs_logs]
@@ -166,8 +186,7 @@ def _evidence(evidence: dict[str, Any], wide: bool) -> str:
 
 
 def table(data: dict[str, Any], checks: dict[str, Check], style: Style, wide: bool) -> str:
-    paint = {"ok": style.ok, "error": style.error, "warning": style.warn, "info": lambda s: s,
-             "skipped": style.warn}
+    paint = {"ok": style.ok, "error": style.error, "warning": style.warn, "info": lambda s: s, "skipped": style.warn}
     lines: list[str] = []
     for area in AREAS:
         statuses = [s for s in data["checks"] if s["area"] == area]
@@ -199,6 +218,7 @@ def table(data: dict[str, Any], checks: dict[str, Check], style: Style, wide: bo
     s = data["summary"]
     verdict = style.error("×") if s["error"] else style.warn("‼") if s["warning"] else style.ok("√")
     extra = f", {s['suppressed']} suppressed" if s["suppressed"] else ""
-    lines.append(f"Status check results are {verdict}: {s['error']} error(s), {s['warning']} warning(s), "
-                 f"{s['info']} info{extra}")
+    lines.append(
+        f"Status check results are {verdict}: {s['error']} error(s), {s['warning']} warning(s), {s['info']} info{extra}"
+    )
     return "\n".join(lines) + "\n"

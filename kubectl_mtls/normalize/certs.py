@@ -61,6 +61,25 @@ def load_pem_bundle(data: bytes) -> list[x509.Certificate]:
         raise CertError(f"unreadable PEM certificate ({exc})") from None
 
 
+_BUNDLES: dict[tuple[bytes, str | None], list[ParsedCert]] = {}
+_BUNDLE_CACHE_SIZE = 1024
+
+
+def parse_bundle(data: bytes, trust_domain: str | None = None) -> list[ParsedCert]:
+    """`describe` of every certificate in a PEM bundle, cached: every sidecar of a mesh carries the
+    same roots, so a mesh scan parses each root once instead of once per pod."""
+    key = (data, trust_domain)
+    cached = _BUNDLES.get(key)
+    if cached is None:
+        cached = [describe(c, trust_domain) for c in load_pem_bundle(data)]
+        if len(_BUNDLES) >= _BUNDLE_CACHE_SIZE:
+            _BUNDLES.clear()
+        _BUNDLES[key] = cached
+    # Callers annotate the info dicts (chain_verified): hand out copies.
+    return [ParsedCert(info={**p.info, "sans": {k: list(v) for k, v in p.info["sans"].items()}}, cert=p.cert)
+            for p in cached]
+
+
 def fingerprint(cert: x509.Certificate) -> str:
     from cryptography.hazmat.primitives import hashes
 

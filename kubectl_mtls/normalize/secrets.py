@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from .certs import CertError, ParsedCert, decode_inline, describe, load_pem_bundle
+from .certs import CertError, ParsedCert, decode_inline, parse_bundle
 from .keys import JSON, items, obj, text
 
 WORKLOAD = "default"
@@ -68,7 +68,7 @@ def read_secrets(entries: list[JSON]) -> SecretMaterial:
                 if not pem:
                     out.notes.append("secret default: no certificate_chain")
                     continue
-                out.chain = [describe(c) for c in load_pem_bundle(pem)]
+                out.chain = parse_bundle(pem)
             except CertError as exc:
                 out.notes.append(f"secret default: {exc}")
         elif name == ROOTS:
@@ -82,7 +82,7 @@ def read_secrets(entries: list[JSON]) -> SecretMaterial:
                 if not pem:
                     continue
                 try:
-                    out.roots.extend(describe(c, domain) for c in load_pem_bundle(pem))
+                    out.roots.extend(parse_bundle(pem, domain))
                 except CertError as exc:
                     out.notes.append(f"secret ROOTCA: {exc}")
             if not out.roots and not any(n.startswith("secret ROOTCA") for n in out.notes):
