@@ -119,6 +119,15 @@ def test_the_healthy_mesh_has_no_problem(worlds: Worlds) -> None:
     assert all(s["status"] in ("ok", "info") for s in data["checks"]), data["checks"]
 
 
+def test_the_healthy_mesh_replayed_from_a_snapshot(worlds: Worlds, tmp_path: Path) -> None:
+    made = run_cli("snapshot", "-A", "--logs", "-d", str(tmp_path / "ok"), env=worlds.healthy.env())
+    assert made.returncode == 0, made.stderr
+    replay = run_cli("check", "-A", "--logs", "--snapshot", str(tmp_path / "ok"), "-o", "json")
+    assert replay.returncode == 0, replay.stdout
+    data = json.loads(replay.stdout)
+    assert [f for f in data["findings"] if f["severity"] != "info"] == [] and data["incomplete"] == []
+
+
 def test_replaying_a_snapshot_gives_the_same_findings(worlds: Worlds, broken_run: Any, tmp_path: Path) -> None:
     snap = tmp_path / "snap"
     made = run_cli("snapshot", "-A", "--logs", "-d", str(snap), env=worlds.broken.env())
