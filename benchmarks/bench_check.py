@@ -20,7 +20,6 @@ import resource
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -40,7 +39,9 @@ def fake_istioctl(bin_dir: Path) -> None:
     script = bin_dir / "istioctl"
     script.write_text(
         "#!/bin/sh\n"
-        'if [ "$1" = proxy-status ]; then echo "NAME     CLUSTER     ISTIOD     VERSION     SUBSCRIBED TYPES"; exit 0; fi\n'
+        'if [ "$1" = proxy-status ]; then\n'
+        '  echo "NAME     CLUSTER     ISTIOD     VERSION     SUBSCRIBED TYPES"; exit 0\n'
+        "fi\n"
         f"sleep {DELAY}\n"
         f'exec cat "{DUMP}"\n'
     )
@@ -56,8 +57,14 @@ def mesh_objects(pods: int) -> list[dict]:
         pod = pod_object("shop", f"{app}-5d8c7b9f6-{i:05d}", app, "payments", owner=("ReplicaSet", f"{app}-5d8c7b9f6"))
         objects.append(pod)
     for i in range(25):
-        objects.append({"apiVersion": "v1", "kind": "Service", "metadata": {"name": f"svc{i}", "namespace": "shop"},
-                        "spec": {"selector": {"app": f"svc{i}"}, "ports": [{"port": 8080, "targetPort": 8080}]}})
+        objects.append(
+            {
+                "apiVersion": "v1",
+                "kind": "Service",
+                "metadata": {"name": f"svc{i}", "namespace": "shop"},
+                "spec": {"selector": {"app": f"svc{i}"}, "ports": [{"port": 8080, "targetPort": 8080}]},
+            }
+        )
     return objects
 
 
@@ -66,13 +73,18 @@ def run_check(pods: int, concurrency: int, workdir: Path) -> tuple[float, int, i
         config = api.write_kubeconfig(workdir / f"kubeconfig-{pods}")
         env = {**os.environ, "KUBECONFIG": config, "PATH": f"{workdir / 'bin'}{os.pathsep}{os.environ['PATH']}"}
         cli = str(Path(sys.executable).parent / "kubectl-mtls")
-        wrapper = ("import resource, subprocess, sys, time; t = time.perf_counter();"
-                   "p = subprocess.run(sys.argv[1:], capture_output=True);"
-                   "print(time.perf_counter() - t, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss);"
-                   "sys.stderr.buffer.write(p.stdout)")
+        wrapper = (
+            "import resource, subprocess, sys, time; t = time.perf_counter();"
+            "p = subprocess.run(sys.argv[1:], capture_output=True);"
+            "print(time.perf_counter() - t, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss);"
+            "sys.stderr.buffer.write(p.stdout)"
+        )
         proc = subprocess.run(
             [sys.executable, "-c", wrapper, cli, "check", "-A", "-o", "json", "--concurrency", str(concurrency)],
-            env=env, capture_output=True, text=True, check=True,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
         )
         wall, rss = proc.stdout.split()
         return float(wall), int(rss), len(api.requests), json.loads(proc.stderr)
@@ -92,8 +104,10 @@ def main() -> int:
     assert sidecars == 0, data["incomplete"][:3]
     sequential = args.pods * DELAY
     concurrent = args.pods / args.concurrency * DELAY
-    print(f"check -A: {args.pods} sidecar pods, istioctl {DELAY * 1000:.0f} ms per call, concurrency {args.concurrency}"
-          f" ({len(data['findings'])} findings)")
+    print(
+        f"check -A: {args.pods} sidecar pods, istioctl {DELAY * 1000:.0f} ms per call, concurrency {args.concurrency}"
+        f" ({len(data['findings'])} findings)"
+    )
     print(f"{'measure':<44}{'value':>12}")
     rows = [
         ("wall time, kubectl mtls check -A", f"{wall:.2f} s"),
@@ -106,8 +120,10 @@ def main() -> int:
     ]
     for name, value in rows:
         print(f"{name:<44}{value:>12}")
-    print(f"(50-pod run: {small_wall:.2f} s; python {sys.version.split()[0]}, {os.cpu_count()} cores, "
-          f"max RSS of this process {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024} MiB)")
+    print(
+        f"(50-pod run: {small_wall:.2f} s; python {sys.version.split()[0]}, {os.cpu_count()} cores, "
+        f"max RSS of this process {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024} MiB)"
+    )
     return 0
 
 

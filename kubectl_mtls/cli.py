@@ -32,7 +32,7 @@ def program_name(argv0: str) -> str:
 
 
 def build_parser(prog: str) -> argparse.ArgumentParser:
-    from .commands import certs, check, completion, explain, proxy, rootdiff, snapshot, version
+    from .commands import certs, check, completion, explain, proxy, rootdiff, snapshot, strict_ready, version
     from .commands.common import output_parent, source_parent
 
     parser = Parser(
@@ -49,6 +49,7 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
     proxy.register(sub, output, source)
     certs.register(sub, output, source)
     rootdiff.register(sub, output, source)
+    strict_ready.register(sub, output, source)
     snapshot.register(sub, output, source)
     version.register(sub, output)
     completion.register(sub)

@@ -202,6 +202,12 @@ def _pod(worlds: Worlds, ns: str, name: str) -> dict[str, Any]:
     return next(p for p in pods if p["metadata"]["name"] == name)
 
 
+def test_label_selector_limits_the_pods_checked(worlds: Worlds) -> None:
+    _, data = check(worlds.broken, "namespace", "app", "-l", "app=drift")
+    pods = {f["name"] for f in data["findings"] if f["kind"] == "Pod"}
+    assert pods == {"drift-4c5d6e7f8-iiiii"}
+
+
 def test_fail_on_warning(worlds: Worlds) -> None:
     code, data = check(worlds.broken, "namespace", "team")
     assert data["summary"]["error"] == 0 and data["summary"]["warning"] > 0 and code == 0

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import copy
+import gzip
 import hashlib
+import io
 import re
 import shutil
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 from typing import Any
 
@@ -271,3 +274,93 @@ def test_release_check_refuses_platforms_not_built(tmp_path: Path) -> None:
     proc = release("--check", "--manifest", str(target))
     assert proc.returncode == 1
     assert "not built yet" in proc.stderr and "linux/amd64" in proc.stderr
+
+
+# -- the archive rules krew applies at install time (small archives made here) --------------------------------
+
+
+def make_archive(path: Path, entries: dict[str, bytes | str | None], kind: str = "tar.gz") -> Path:
+    """name -> bytes (a file, mode 0755 if the name has no dot), str (a symlink to it), None (a directory)."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for name, content in entries.items():
+            info = tarfile.TarInfo(name)
+            if content is None:
+                info.type, info.mode = tarfile.DIRTYPE, 0o755
+                tar.addfile(info)
+            elif isinstance(content, str):
+                info.type, info.linkname = tarfile.SYMTYPE, content
+                tar.addfile(info)
+            else:
+                info.size, info.mode = len(content), 0o644 if "." in name or name == "LICENSE" else 0o755
+                tar.addfile(info, io.BytesIO(content))
+    data = buffer.getvalue()
+    path.write_bytes(data if kind == "tar" else gzip.compress(data))
+    return path
+
+
+GOOD = {"kubectl-mtls": None, "kubectl-mtls/kubectl-mtls": b"#!/bin/sh\necho ok\n",
+        "kubectl_complete-mtls": b"#!/bin/sh\n", "LICENSE": b"MIT\n"}
+
+
+def install(tmp_path: Path, entries: dict[str, bytes | str | None], kind: str = "tar.gz",
+            edit: Any = None) -> Path:
+    from krew_validator import install_like_krew
+
+    archive = make_archive(tmp_path / "a.tar.gz", entries, kind)
+    doc = manifest()
+    entry = doc["spec"]["platforms"][0]
+    entry["sha256"] = hashlib.sha256(archive.read_bytes()).hexdigest()
+    if edit:
+        edit(entry)
+    return install_like_krew(doc, "linux", "amd64", archive, tmp_path / "krew")
+
+
+def test_a_good_archive_installs_like_krew(tmp_path: Path) -> None:
+    link = install(tmp_path, GOOD)
+    assert link == tmp_path / "krew" / "bin" / "kubectl-mtls"
+    assert link.resolve() == tmp_path / "krew" / "store" / "mtls" / f"v{__version__}" / "kubectl-mtls" / "kubectl-mtls"
+    assert subprocess.run([str(link)], capture_output=True, text=True).stdout == "ok\n"
+
+
+@pytest.mark.parametrize(
+    ("case", "error"),
+    [
+        ("symlink", r"^unable to handle file type 50 for \"kubectl-mtls/python\" in tar$"),
+        ("plain-tar", r"^mime type for archive file is not a supported archive format"),
+        ("escape", r"tries to escape the extraction directory"),
+        ("unclean-to", r'^the provided path is not clean, "\./bin" should be "bin"$'),
+        ("trailing-slash", r'^the provided path is not clean, "bin/" should be "bin"$'),
+        ("no-match", r"^no files in the plugin archive matched the glob pattern=LICENSE$"),
+        ("no-license", r"^LICENSE \(or alike\) file is not extracted from the archive as part of installation$"),
+        ("sha", r"^checksum does not match"),
+        ("not-executable", r"is not an executable file after installation$"),
+    ],
+)
+def test_archive_rules_at_install_time(tmp_path: Path, case: str, error: str) -> None:
+    entries: dict[str, bytes | str | None] = dict(GOOD)
+    kind, edit = "tar.gz", None
+    if case == "symlink":
+        entries["kubectl-mtls/python"] = "kubectl-mtls"
+    elif case == "plain-tar":
+        kind = "tar"
+    elif case == "escape":
+        entries["../evil"] = b"x"
+    elif case in ("unclean-to", "trailing-slash"):
+        to = "./bin" if case == "unclean-to" else "bin/"
+
+        def edit(entry: dict[str, Any]) -> None:
+            entry["files"][0]["to"] = to
+    elif case == "no-match":
+        del entries["LICENSE"]
+    elif case == "no-license":
+        def edit(entry: dict[str, Any]) -> None:
+            entry["files"] = entry["files"][:2]
+    elif case == "sha":
+        def edit(entry: dict[str, Any]) -> None:
+            entry["sha256"] = "a" * 64
+    elif case == "not-executable":
+        def edit(entry: dict[str, Any]) -> None:
+            entry["bin"] = "LICENSE"
+    with pytest.raises(KrewError, match=error):
+        install(tmp_path, entries, kind, edit)

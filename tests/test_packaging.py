@@ -51,8 +51,8 @@ def clean_env(path: str, tmp: Path, **extra: str) -> dict[str, str]:
     """A user's environment: nothing of the project's virtualenv or Python set-up, our PATH only."""
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("PYTHON", "VIRTUAL_ENV", "KUBECTL_MTLS", "CONDA", "PYENV"))}
-    env.update(PATH=path, HOME=str(tmp), KUBECONFIG=str(tmp / "no-kubeconfig"), KUBECACHEDIR=str(tmp / "kubecache"),
-               NO_COLOR="1", **extra)
+    env.update({"PATH": path, "HOME": str(tmp), "KUBECONFIG": str(tmp / "no-kubeconfig"),
+                "KUBECACHEDIR": str(tmp / "kubecache"), "NO_COLOR": "1", **extra})
     return env
 
 
@@ -174,7 +174,8 @@ def test_krew_install_completes_through_kubectl(krew_root: Path, tmp_path: Path)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines() == ["rootdiff\tcompare two sidecars' trusted roots and check trust both ways",
                                         ":4"]
-    pods = run_kubectl("__complete", *DEMO[:-3], "fr", env=env, cwd=tmp_path)  # ... --snapshot EXAMPLE -n shop fr
+    pods = run_kubectl("__complete", "mtls", "rootdiff", "--snapshot", str(EXAMPLE), "-n", NS, "fr", env=env,
+                       cwd=tmp_path)
     assert pods.stdout.splitlines()[0] == FRONTEND, pods.stdout
     printed = run_kubectl("mtls", "completion", "kubectl", env=env, cwd=tmp_path)
     assert printed.stdout == shipped.read_text()  # the same completer, whichever way it was installed

@@ -47,6 +47,7 @@ class Options:
 class Scope:
     namespace: str | None  # None = every namespace
     pod: str | None = None  # one pod of `namespace`
+    selector: str | None = None  # -l: only pods with these labels are checked (all are still read)
 
 
 @dataclass
@@ -133,6 +134,10 @@ class Context:
             self.targets = [p for p in self.pods if meta(p).get("name") == self.scope.pod]
             if not self.targets:
                 raise NotFoundError(f'pods "{self.scope.pod}" not found in namespace "{self.scope.namespace}"')
+        elif self.scope.selector:
+            from ..selectors import matches
+
+            self.targets = [p for p in self.pods if matches(self.scope.selector, labels_of(p))]
         else:
             self.targets = list(self.pods)
 

@@ -35,11 +35,25 @@ def register(sub: Any, output: argparse.ArgumentParser, source: argparse.Argumen
     parser.add_argument(
         "target",
         nargs="?",
-        choices=("pod", "pods", "po", "namespace", "ns"),
-        help="what to check (default: the namespace)",
+        choices=("pod", "pods", "po", "namespace", "ns", "pair"),
+        help="what to check (default: the namespace); 'pair SRC DST': will this call work",
     )
-    parser.add_argument("name", nargs="?", help="pod name (POD, NAMESPACE/POD, POD.NAMESPACE) or namespace")
+    parser.add_argument(
+        "names",
+        nargs="*",
+        metavar="NAME",
+        help="pod (POD, NAMESPACE/POD, POD.NAMESPACE) or namespace; for pair: SRC and DST "
+        "(a pod, or a Service: svc/NAME, svc/NAME.NS, NAME.NS.svc.cluster.local)",
+    )
+    parser.add_argument("--port", type=int, help="pair: the Service port SRC dials (a pod: the container port)")
+    parser.add_argument(
+        "--probe",
+        action="store_true",
+        help="pair: also send one request from SRC through its sidecar to DST (runs curl in SRC's application "
+        "container through the exec API: needs create on pods/exec)",
+    )
     parser.add_argument("-A", "--all-namespaces", action="store_true", help="check the whole mesh")
+    parser.add_argument("-l", "--selector", help="only check pods with these labels (e.g. app=reviews)")
     parser.add_argument("--logs", action="store_true", help="also read sidecar and istiod logs when scanning")
     parser.add_argument("--tail", type=int, default=500, metavar="N", help="log lines to read per container")
     parser.add_argument(
@@ -68,6 +82,9 @@ def register(sub: Any, output: argparse.ArgumentParser, source: argparse.Argumen
 def _scope(args: argparse.Namespace, source: Any) -> Any:
     from ..checks.context import Scope
 
+    if len(args.names) > 1:
+        raise UsageError(f"unexpected arguments {' '.join(args.names[1:])!r}: one pod or namespace at a time")
+    args.name = args.names[0] if args.names else None
     if args.all_namespaces:
         if args.target in ("pod", "pods", "po") and args.name:
             raise UsageError("a pod name and -A do not go together")
@@ -111,6 +128,12 @@ def _ignored(finding: dict[str, Any], rules: list[str], ctx: Any) -> bool:
 def run(args: argparse.Namespace) -> int:
     from ..checks.context import Context, Options
 
+    if args.target == "pair":
+        from .pair import run_pair
+
+        return run_pair(args)
+    if args.port is not None or args.probe:
+        raise UsageError("--port and --probe go with 'check pair SRC DST'")
     checks = all_checks()
     known = {c.slug for c in checks}
     for rule in args.ignore:
@@ -118,6 +141,7 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError(f"--ignore {rule}: no check named {rule.partition(':')[0]!r} (see kubectl mtls explain)")
     source = open_source(args)
     scope = _scope(args, source)
+    scope.selector = args.selector
     options = Options(
         istio_namespace=args.istio_namespace,
         expiring_within=args.expiring_within,

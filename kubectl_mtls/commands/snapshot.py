@@ -14,7 +14,15 @@ from ..normalize import pod as podinfo
 from ..render import Style, columns, emit
 from ..sources.kinds import KINDS, SNAPSHOT_KINDS
 from ..sources.scrub import needs_scrub, scrub_dump, scrub_object, scrub_pod, scrub_secret
-from ..sources.snapshot import FORMAT, FORMAT_VERSION, MANIFEST, PROXY_STATUS, SnapshotWriter, log_path
+from ..sources.snapshot import (
+    FORMAT,
+    FORMAT_VERSION,
+    MANIFEST,
+    PROXY_STATUS,
+    SnapshotWriter,
+    log_path,
+    stats_path,
+)
 from .common import namespace_of, now, open_source
 from .gather import WORKERS
 
@@ -42,6 +50,10 @@ def register(sub: Any, output: argparse.ArgumentParser, source: argparse.Argumen
         help="also save the last istio-proxy log lines of each sidecar and istiod's (for check's log checks)",
     )
     parser.add_argument("--tail", type=int, default=500, metavar="N", help="log lines per container with --logs")
+    parser.add_argument(
+        "--stats", action="store_true",
+        help="also save each sidecar's Prometheus stats (who sends plaintext: for strict-ready)",
+    )
     parser.set_defaults(handler=run)
 
 
@@ -120,6 +132,13 @@ def _collect(
         incomplete.append({"kind": "istioctl proxy-status", "namespace": "", "error": str(exc)})
     if args.logs:
         incomplete.extend(_save_logs(source, with_envoy, writer, args))
+    if args.stats:
+        for pod in with_envoy:
+            ns, name = podinfo.name_of(pod)
+            try:
+                writer.write_bytes(stats_path(ns, name), source.envoy_stats(ns, name).encode())
+            except MtlsError as exc:
+                incomplete.append({"namespace": ns, "pod": name, "error": f"stats: {exc}"})
     return {
         "format": FORMAT,
         "version": FORMAT_VERSION,

@@ -42,6 +42,17 @@ class Source(Protocol):
         """The last `tail` lines of a container's log."""
         ...
 
+    def exec(
+        self, namespace: str, pod: str, container: str, command: list[str], timeout: float
+    ) -> tuple[str, str, int | None]:
+        """Run a command in a container (only `check pair --probe` does): (stdout, stderr, exit code;
+        None when it did not finish within `timeout` seconds)."""
+        ...
+
+    def envoy_stats(self, namespace: str, pod: str) -> str:
+        """The sidecar's stats in Prometheus text format (`istioctl x envoy-stats POD --output prom`)."""
+        ...
+
 
 def parse_pod_ref(ref: str, default_namespace: str) -> tuple[str, str]:
     """`pod`, `ns/pod` or `pod.ns` -> (namespace, pod). Namespaces never contain dots; pods may."""

@@ -203,6 +203,14 @@ class LiveSource:
         path = self._core_path("pods", namespace, pod) + "/log"
         return self._get_text(path, {"container": container, "tailLines": str(tail)})
 
+    def exec(
+        self, namespace: str, pod: str, container: str, command: list[str], timeout: float
+    ) -> tuple[str, str, int | None]:
+        """The exec API over a websocket (`check pair --probe` only); see sources.podexec."""
+        from .podexec import run_exec
+
+        return run_exec(self._client(), namespace, pod, container, command, timeout)
+
     # -- istioctl -----------------------------------------------------------------------------
     def _istioctl(self, *args: str) -> list[str]:
         argv = [istioctl_cli.find(self.conn.istioctl), *args]
@@ -226,6 +234,10 @@ class LiveSource:
                 if not (older_exists and ("unknown" in str(exc) or "invalid" in str(exc))):
                     raise
         raise GatherError("istioctl proxy-status: no supported output format")  # not reached
+
+    def envoy_stats(self, namespace: str, pod: str) -> str:
+        argv = self._istioctl("experimental", "envoy-stats", f"{pod}.{namespace}", "--output", "prom")
+        return istioctl_cli.run(argv, self.conn.istioctl_timeout).decode(errors="replace")
 
     def proxy_documents(self, namespace: str, name: str) -> list[Document]:
         argv = self._istioctl("proxy-config", "all", f"{name}.{namespace}", "-o", "json")

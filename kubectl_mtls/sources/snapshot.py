@@ -28,6 +28,10 @@ MANIFEST = "snapshot.json"
 PROXY_STATUS = "istio/proxy-status.txt"
 
 
+def stats_path(namespace: str, pod: str) -> str:
+    return f"stats/{namespace}/{pod}.prom"
+
+
 def log_path(namespace: str, pod: str, container: str) -> str:
     return f"logs/{namespace}/{pod}/{container}.log"
 
@@ -139,6 +143,17 @@ class SnapshotSource:
             raise NotFoundError(f"{self.description} has no {container} log of {namespace}/{pod}")
         lines = path.read_text(errors="replace").splitlines(keepends=True)
         return "".join(lines[-tail:] if tail else [])
+
+    def exec(
+        self, namespace: str, pod: str, container: str, command: list[str], timeout: float
+    ) -> tuple[str, str, int | None]:
+        raise UsageError("--probe needs a live cluster, not a snapshot")
+
+    def envoy_stats(self, namespace: str, pod: str) -> str:
+        path = self.root / stats_path(namespace, pod)
+        if not path.is_file():
+            raise NotFoundError(f"{self.description} has no stats of {namespace}/{pod} (snapshot --stats saves them)")
+        return path.read_text(errors="replace")
 
     # -- proxies ------------------------------------------------------------------------------
     def proxy_documents(self, namespace: str, name: str) -> list[Document]:

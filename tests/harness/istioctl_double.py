@@ -1254,6 +1254,37 @@ def _entry_for(mapping: dict[str, Any], target: str, sub: str) -> dict[str, Any]
     return entry
 
 
+def run_envoy_stats(args: list[str], out: list[str | bytes]) -> int:
+    """`istioctl experimental envoy-stats POD[.NS] --output prom`: the sidecar's /stats/prometheus.
+    Mapping: an `admin` entry is asked live; `"stats": "<exposition text>"` or `"stats_file": path` answer
+    for saved pods; `fail`/`hang` as for proxy-config."""
+    flags = _Flags({"-o": "output", "--output": "output", "-n": "namespace", "--namespace": "namespace",
+                    "--type": "type"}, {})
+    flags.parse(args)
+    if len(flags.positional) != 1:
+        raise _istioctl_error("envoy-stats requires pod name")
+    if flags.values.get("output", "short") != "prom":
+        raise _unsupported("envoy-stats output other than prom is not emulated")
+    mapping, _ = _load_mapping()
+    pod, namespace = _pod_target(flags.positional[0], flags.values.get("namespace"))
+    entry = _entry_for(mapping, f"{pod}.{namespace}", "stats")
+    if entry is None:
+        raise _istioctl_error(f'pods "{pod}" not found')
+    if "fail" in entry:
+        raise CommandError(str(entry["fail"]).rstrip("\n") + "\n", int(entry.get("exit", 1)))
+    if entry.get("hang"):
+        time.sleep(3600)
+    if isinstance(entry.get("stats"), str):
+        out.append(entry["stats"])
+    elif isinstance(entry.get("stats_file"), str):
+        out.append(_read_file(Path(entry["stats_file"])))
+    elif isinstance(entry.get("admin"), str):
+        out.append(_fetch_admin(entry["admin"], "stats/prometheus", f"{pod}.{namespace}"))
+    else:
+        raise _istioctl_error(f"failed to execute command on {pod}.{namespace} sidecar: no stats")
+    return 0
+
+
 def run_proxy_config(args: list[str], out: list[str | bytes]) -> int:
     # cobra lets flags come before the subcommand: the first positional argument names it
     flags = _Flags(PC_VALUE_FLAGS, PC_BOOL_FLAGS)
@@ -1436,6 +1467,8 @@ def main(argv: list[str] | None = None) -> int:
             code = run_proxy_status(command_args, out)
         elif rest[0] == "version":
             code = run_version(command_args, out)
+        elif rest[0] in ("experimental", "x") and rest[1:2] == ["envoy-stats"]:
+            code = run_envoy_stats(rest[2:] + leading, out)
         elif rest[0].startswith("-"):
             raise _istioctl_error(f"unknown flag: {rest[0].partition('=')[0]}")
         else:

@@ -15,6 +15,7 @@ import re
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -24,9 +25,13 @@ from urllib.parse import parse_qs, urlsplit
 
 import yaml
 
+from harness import wsframes
+
 USER = "system:serviceaccount:default:tester"
 # The verbs a real API server advertises for an ordinary resource; we only ever serve GET.
 _CRUD = ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]
+# on_exec: (namespace, pod, container, command) -> (stdout, stderr, exit code)
+ExecHandler = Callable[[str, str, str, list[str]], tuple[bytes, bytes, int]]
 
 
 @dataclass(frozen=True)
@@ -234,7 +239,9 @@ class FakeKubeAPI:
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
-        self.logs: dict[tuple[str, str, str], str] = {}  # (namespace, pod, container) -> log text
+        self.logs: dict[tuple[str, str, str], str | Callable[[], str]] = {}  # (ns, pod, container) -> text
+        self.execs: list[tuple[str, str, str, list[str]]] = []  # (ns, pod, container, command) that ran
+        self._exec_handler: ExecHandler | None = None
         for obj in objects or []:
             self.add(obj)
 
@@ -277,10 +284,66 @@ class FakeKubeAPI:
         with self._lock:
             self._allow.append((verb, resource, namespace, group, allowed))
 
-    def set_log(self, namespace: str, pod: str, container: str, text: str) -> None:
-        """Serve `text` at /api/v1/namespaces/NS/pods/POD/log?container=CONTAINER (tailLines honoured)."""
+    def set_log(self, namespace: str, pod: str, container: str, text: str | Callable[[], str]) -> None:
+        """Serve `text` at /api/v1/namespaces/NS/pods/POD/log?container=CONTAINER (tailLines honoured).
+        A callable is called on each request for the current text (e.g. a real Envoy's access log)."""
         with self._lock:
             self.logs[(namespace, pod, container)] = text
+
+    def on_exec(self, handler: ExecHandler) -> None:
+        """Answer `GET .../pods/POD/exec?command=..&container=..` websocket upgrades by running
+        handler(namespace, pod, container, command) -> (stdout, stderr, exit code). Without a handler
+        every exec is refused with 403, as RBAC refuses a read-only user."""
+        with self._lock:
+            self._exec_handler = handler
+
+    def exec_target(self, req: Request, command: list[str]) -> tuple[str, str, str] | tuple[int, dict[str, Any]]:
+        """Record an exec request; (namespace, pod, container) to run it in, or the (code, Status) refusing it."""
+        path = req.path.rstrip("/")
+        with self._lock:
+            self.requests.append(req)
+            delays = [r.seconds for r in self._delays if r.matches(req.method, path)]
+        for seconds in delays:
+            time.sleep(seconds)
+        match = re.fullmatch(r"/api/v1/namespaces/([^/]+)/pods/([^/]+)/exec", path)
+        if match is None:
+            return 404, status_body(404, "NotFound", "the server could not find the requested resource")
+        namespace, pod = match[1], match[2]
+        failure = self._take_failure(req.method, path)
+        with self._lock:
+            handler = self._exec_handler
+            obj = self._store[next(r for r in RESOURCES if r.plural == "pods")].get((namespace, pod))
+        if (failure is not None and failure.status == 403) or (failure is None and handler is None):
+            message = (failure.message if failure else None) or (
+                f'pods "{pod}" is forbidden: User "{self.user}" cannot create resource "pods/exec" '
+                f'in API group "" in the namespace "{namespace}"'
+            )
+            return 403, status_body(403, "Forbidden", message, {"name": pod, "kind": "pods"})
+        if failure is not None:
+            return self._injected(failure, req, None)
+        if obj is None:
+            return 404, status_body(404, "NotFound", f'pods "{pod}" not found', {"name": pod, "kind": "pods"})
+        spec = obj.get("spec") or {}
+        names = [c.get("name") for c in (spec.get("containers") or []) + (spec.get("initContainers") or [])]
+        container = req.query.get("container", "")
+        if not container and len(spec.get("containers") or []) == 1:
+            container = str(names[0])
+        if not container:
+            return 400, status_body(
+                400, "BadRequest", f"a container name must be specified for pod {pod}, choose one of: {names}"
+            )
+        if container not in names:
+            return 400, status_body(400, "BadRequest", f"container {container} is not valid for pod {pod}")
+        if not command:
+            return 400, status_body(400, "BadRequest", "you must specify at least 1 command")
+        return namespace, pod, container
+
+    def run_exec(self, namespace: str, pod: str, container: str, command: list[str]) -> tuple[bytes, bytes, int]:
+        with self._lock:
+            handler = self._exec_handler
+            self.execs.append((namespace, pod, container, list(command)))
+        assert handler is not None
+        return handler(namespace, pod, container, list(command))
 
     def clear_requests(self) -> None:
         with self._lock:
@@ -487,6 +550,8 @@ class FakeKubeAPI:
             pods = self._store[next(r for r in RESOURCES if r.plural == "pods")]
             known = (namespace, pod) in pods
             text = self.logs.get((namespace, pod, container))
+        if callable(text):
+            text = text()
         if not known:
             return 404, status_body(404, "NotFound", f'pods "{pod}" not found', {"name": pod, "kind": "pods"})
         if text is None:
@@ -571,6 +636,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _serve(self) -> None:
         url = urlsplit(self.path)
+        if self.headers.get("Upgrade", "").lower() == "websocket":
+            self._websocket(url.path, url.query)
+            return
         query = {k: v[-1] for k, v in parse_qs(url.query, keep_blank_values=True).items()}
         raw = self._read_body()
         body: dict[str, Any] | None = None
@@ -594,6 +662,46 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(data)
         except (BrokenPipeError, ConnectionResetError):  # the client gave up (delay() + timeout tests)
             self.close_connection = True
+
+    def _websocket(self, path: str, raw_query: str) -> None:
+        """The exec API: 101 Switching Protocols, the command's output as channel frames (1 stdout,
+        2 stderr), its Status on channel 3, then a close frame. Refusals are ordinary HTTP answers."""
+        lists = parse_qs(raw_query, keep_blank_values=True)
+        req = Request(self.command, path, {k: v[-1] for k, v in lists.items()}, None)
+        target = self.fake.exec_target(req, lists.get("command", []))
+        protocol = wsframes.choose_subprotocol(self.headers.get("Sec-WebSocket-Protocol", ""))
+        key = self.headers.get("Sec-WebSocket-Key", "")
+        if len(target) == 3 and (protocol is None or not key):
+            target = 400, status_body(400, "BadRequest", "missing Sec-WebSocket-Key or a supported channel protocol")
+        self.close_connection = True
+        if len(target) == 2:
+            code, doc = target
+            data = json.dumps(doc, separators=(",", ":")).encode()
+            self.send_response(code)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+            return
+        namespace, pod, container = target
+        self.send_response(101)
+        self.send_header("Upgrade", "websocket")
+        self.send_header("Connection", "Upgrade")
+        self.send_header("Sec-WebSocket-Accept", wsframes.accept_key(key))
+        self.send_header("Sec-WebSocket-Protocol", str(protocol))
+        self.end_headers()
+        stdout, stderr, exit_code = self.fake.run_exec(namespace, pod, container, lists.get("command", []))
+        frames = b""
+        if stdout:
+            frames += wsframes.channel_frame(wsframes.STDOUT, stdout)
+        if stderr:
+            frames += wsframes.channel_frame(wsframes.STDERR, stderr)
+        frames += wsframes.status_frame(exit_code) + wsframes.close_frame()
+        try:
+            self.wfile.write(frames)
+            wsframes.await_close(self.connection, self.rfile)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
 
     def _read_body(self) -> bytes:
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():

@@ -1,0 +1,301 @@
+"""`kubectl mtls strict-ready`: is it safe to switch a namespace (or the mesh) from PERMISSIVE to STRICT?
+
+For every workload that accepts plaintext today it lists who still sends it plaintext, from the
+sidecars' own Istio metrics (`istio_requests_total` / `istio_tcp_connections_opened_total` with
+`reporter="destination"`, `connection_security_policy="none"`) and, with --prometheus, from their
+history; and it runs the checks that would start failing once STRICT applies, against a simulated
+STRICT policy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+from ..checks.base import Finding, all_checks, finding
+from ..checks.context import Context, Options, Scope, key_of, labels_of, meta
+from ..errors import EXIT_GATHER, EXIT_OK, EXIT_PROBLEM, MtlsError
+from ..normalize import pod as podinfo
+from ..render import Style, columns, emit
+from .common import namespace_of, now, open_source
+
+# Checks whose findings appear only once STRICT is in force: run them against the simulated switch.
+AFTER_SWITCH = (
+    "sidecar-missing",
+    "mixed-sidecar-service",
+    "probe-not-rewritten",
+    "destinationrule-tls-conflict",
+    "outbound-plaintext-to-strict",
+)
+
+
+def register(sub: Any, output: argparse.ArgumentParser, source: argparse.ArgumentParser) -> None:
+    parser = sub.add_parser(
+        "strict-ready",
+        parents=[source, output],
+        help="is it safe to switch from PERMISSIVE to STRICT? who still sends plaintext",
+        description="For each workload that accepts plaintext today, list who still talks to it in plaintext "
+        "(and which callers have no sidecar), from the sidecars' own Istio metrics and optionally a Prometheus "
+        "server's history; and list what would start failing once STRICT applies. Exit 0 ready, 1 not ready, "
+        "3 unknown (no traffic data).",
+        epilog="examples:\n  kubectl mtls strict-ready -n bookinfo\n"
+        "  kubectl mtls strict-ready -A --prometheus http://localhost:9090 --window 14d",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("-A", "--all-namespaces", action="store_true", help="the whole mesh (mesh-wide switch)")
+    parser.add_argument("-l", "--selector", help="only workloads whose pods have these labels")
+    parser.add_argument("--prometheus", metavar="URL", help="also read the metrics' history from this Prometheus")
+    parser.add_argument("--window", default="7d", help="history window with --prometheus (default 7d)")
+    parser.add_argument("--concurrency", type=int, default=8, metavar="N", help="sidecars read at once")
+    parser.set_defaults(handler=run)
+
+
+def workload_of(pod: dict[str, Any]) -> str:
+    """Istio's `destination_workload`: the controller's name (Deployment behind its ReplicaSet)."""
+    labels = labels_of(pod)
+    for owner in meta(pod).get("ownerReferences") or []:
+        name = str(owner.get("name") or "")
+        template_hash = labels.get("pod-template-hash")
+        if owner.get("kind") == "ReplicaSet" and template_hash and name.endswith(f"-{template_hash}"):
+            return name.removesuffix(f"-{template_hash}")
+        if name:
+            return name
+    return str(meta(pod).get("name") or "")
+
+
+def _simulate_strict(ctx: Context, scope: Scope) -> None:
+    """Add the STRICT policy the user is about to apply, older than everything so it wins its level."""
+    where = scope.namespace or ctx.mesh.root_namespace
+    synthetic = {
+        "apiVersion": "security.istio.io/v1",
+        "kind": "PeerAuthentication",
+        "metadata": {
+            "name": "kubectl-mtls-simulated-strict",
+            "namespace": where,
+            "creationTimestamp": "1970-01-01T00:00:00Z",
+        },
+        "spec": {"mtls": {"mode": "STRICT"}},
+    }
+    ctx._objects["peerauthentications"] = [synthetic, *ctx.objects("peerauthentications")]
+    ctx._effective.clear()
+
+
+def _callers(
+    ctx: Context, source: Any, pods: list[dict[str, Any]], args: argparse.Namespace, scope: Scope
+) -> tuple[dict[tuple[str, str], list[Any]], set[tuple[str, str]]]:
+    """(namespace, workload) -> plaintext callers, and the workloads we have any traffic data for."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ..normalize.promstats import parse_exposition, plaintext_callers, seen_destinations
+
+    by_workload: dict[tuple[str, str], dict[tuple[str, str, str], Any]] = {}
+    seen: set[tuple[str, str]] = set()
+
+    def merge(callers: list[Any]) -> None:
+        for caller in callers:
+            key = (caller.destination_namespace, caller.destination_workload)
+            seen.add(key)
+            if caller.requests <= 0 and caller.connections <= 0:
+                continue
+            who = (caller.source_namespace, caller.source_workload, caller.source_principal)
+            slot = by_workload.setdefault(key, {})
+            if who not in slot or (slot[who].requests + slot[who].connections) < caller.requests + caller.connections:
+                slot[who] = caller
+
+    def stats(pod: dict[str, Any]) -> tuple[dict[str, Any], str | None, str | None]:
+        ns, name = key_of(pod)
+        try:
+            return pod, source.envoy_stats(ns, name), None
+        except MtlsError as exc:
+            return pod, None, str(exc)
+
+    with ThreadPoolExecutor(max_workers=max(1, args.concurrency)) as pool:
+        for pod, text, error in pool.map(stats, pods):
+            ns, name = key_of(pod)
+            if error is not None or text is None:
+                ctx.note(f"stats of {ns}/{name}", error or "empty")
+                continue
+            try:
+                samples = parse_exposition(text)
+                merge(plaintext_callers(samples))
+                seen.update(seen_destinations(samples))
+            except ValueError as exc:
+                ctx.note(f"stats of {ns}/{name}", f"unreadable Prometheus text: {exc}")
+    if args.prometheus:
+        from ..sources.prometheus import PrometheusSource
+
+        try:
+            merge(PrometheusSource(args.prometheus).plaintext_callers(scope.namespace, args.window))
+        except MtlsError as exc:
+            ctx.note(f"Prometheus {args.prometheus}", str(exc))
+    return {k: list(v.values()) for k, v in by_workload.items()}, seen
+
+
+def run(args: argparse.Namespace) -> int:
+    source = open_source(args)
+    scope = Scope(None) if args.all_namespaces else Scope(namespace_of(args, source))
+    scope.selector = args.selector
+    options = Options(
+        istio_namespace=args.istio_namespace,
+        concurrency=args.concurrency,
+        progress=sys.stderr.isatty() and args.output != "json",
+    )
+    ctx = Context(source, scope, now(), options)
+    checks = {c.slug: c for c in all_checks()}
+    ctx.load({name for slug in AFTER_SWITCH for name in checks[slug].reads})
+    if not ctx.available("pods"):
+        data = {
+            "verdict": "unknown",
+            "workloads": [],
+            "findings": [],
+            "summary": _summary([]),
+            "incomplete": ctx.incomplete,
+        }
+        emit(data, args.output, args.query, lambda d, wide: table(d, Style.detect(args.no_color)))
+        return EXIT_GATHER
+    today = {key_of(p): ctx.effective(p) for p in ctx.targets}
+    meshed = [p for p in ctx.targets if podinfo.has_envoy(p) and ctx.running(p) and not ctx.exempt(key_of(p)[0])]
+    lax = [
+        p
+        for p in meshed
+        if today[key_of(p)].mode != "STRICT" or any(m != "STRICT" for m in today[key_of(p)].ports.values())
+    ]
+    callers, seen = _callers(ctx, source, lax, args, scope)
+
+    workloads: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for pod in lax:
+        workloads.setdefault((key_of(pod)[0], workload_of(pod)), []).append(pod)
+    findings: list[Finding] = []
+    rows = []
+    for (ns, name), pods in sorted(workloads.items()):
+        found = callers.get((ns, name), [])
+        if found:
+            verdict = "not ready"
+            for caller in found:
+                no_sidecar = caller.source_workload == "unknown"
+                who = (
+                    "a caller without sidecar" if no_sidecar else f"{caller.source_namespace}/{caller.source_workload}"
+                )
+                findings.append(
+                    finding(
+                        "plaintext-caller",
+                        "error",
+                        "Pod",
+                        ns,
+                        key_of(pods[0])[1],
+                        f"workload {ns}/{name} still receives plaintext from {who}: {caller.requests:g} request(s), "
+                        f"{caller.connections:g} connection(s)",
+                        "find that client (the access log's source address) and give it a sidecar, or keep a "
+                        "port-level PERMISSIVE exception for it"
+                        if no_sidecar
+                        else f"kubectl mtls check pod -n {caller.source_namespace} -l app={caller.source_workload}   "
+                        "# it has a sidecar but sends plaintext: look for a DestinationRule DISABLE",
+                        pods=["/".join(key_of(p)) for p in pods],
+                        source_workload=caller.source_workload,
+                        source_namespace=caller.source_namespace,
+                        source_principal=caller.source_principal,
+                        no_sidecar=no_sidecar,
+                        requests=caller.requests,
+                        connections=caller.connections,
+                    )
+                )
+        elif (ns, name) in seen:
+            verdict = "ready"
+        else:
+            verdict = "unknown"
+            findings.append(
+                finding(
+                    "no-traffic-data",
+                    "warning",
+                    "Pod",
+                    ns,
+                    key_of(pods[0])[1],
+                    f"no Istio traffic metrics for workload {ns}/{name}: it had no traffic yet, or its stats were not "
+                    "read; cannot tell who would break",
+                    "re-run after traffic, or pass --prometheus URL for history",
+                    pods=["/".join(key_of(p)) for p in pods],
+                )
+            )
+        rows.append(
+            {
+                "namespace": ns,
+                "workload": name,
+                "mode": today[key_of(pods[0])].mode,
+                "verdict": verdict,
+                "pods": ["/".join(key_of(p)) for p in pods],
+                "callers": [c.__dict__ for c in found],
+            }
+        )
+
+    _simulate_strict(ctx, scope)
+    for slug in AFTER_SWITCH:
+        item = checks[slug]
+        if any(not ctx.available(name) for name in item.reads):
+            continue
+        for f in _after_switch(item.run(ctx)):
+            f["message"] = "after the switch: " + f["message"]
+            findings.append(f)
+            for row in rows:
+                if set(row["pods"]) & set(f["evidence"].get("pods") or []):
+                    row["verdict"] = "not ready"
+
+    verdicts = {r["verdict"] for r in rows}
+    errors = [f for f in findings if f["severity"] == "error"]
+    overall = "not ready" if errors or "not ready" in verdicts else "unknown" if "unknown" in verdicts else "ready"
+    data = {
+        "verdict": overall,
+        "workloads": rows,
+        "findings": findings,
+        "summary": _summary(findings),
+        "incomplete": ctx.incomplete,
+    }
+    emit(data, args.output, args.query, lambda d, wide: table(d, Style.detect(args.no_color)))
+    return {"ready": EXIT_OK, "not ready": EXIT_PROBLEM, "unknown": EXIT_GATHER}[overall]
+
+
+def _after_switch(produced: Any) -> Iterator[Finding]:
+    for f in produced:
+        if f["severity"] == "error" or f["check"] != "mixed-sidecar-service":
+            yield f
+
+
+def _summary(findings: list[Finding]) -> dict[str, int]:
+    return {sev: sum(1 for f in findings if f["severity"] == sev) for sev in ("error", "warning", "info")}
+
+
+def table(data: dict[str, Any], style: Style) -> str:
+    paint = {"ready": style.ok, "not ready": style.error, "unknown": style.warn}
+    lines = []
+    if data["workloads"]:
+        rows = []
+        for w in data["workloads"]:
+            callers = (
+                ", ".join(
+                    (
+                        "(no sidecar)"
+                        if c["source_workload"] == "unknown"
+                        else f"{c['source_namespace']}/{c['source_workload']}"
+                    )
+                    + f" {c['requests'] + c['connections']:g}"
+                    for c in w["callers"]
+                )
+                or "-"
+            )
+            rows.append([w["namespace"], w["workload"], w["mode"], paint[w["verdict"]](w["verdict"]), callers])
+        lines.append(columns(["NAMESPACE", "WORKLOAD", "MODE NOW", "VERDICT", "PLAINTEXT CALLERS"], rows).rstrip())
+    else:
+        lines.append("Every workload in scope already enforces STRICT.")
+    after = [f for f in data["findings"] if f["message"].startswith("after the switch")]
+    if after:
+        lines += ["", style.bold("would break after the switch")]
+        for f in after:
+            obj = f"{f['namespace']}/{f['name']}" if f["namespace"] else f["name"]
+            lines.append(f"  {style.error('×')} {f['check']} {f['kind']} {obj}: {f['message']}")
+            if f["hint"]:
+                lines.append(f"      fix: {f['hint']}")
+    for entry in data["incomplete"]:
+        lines.append(style.warn(f"incomplete: {entry['what']}: {entry['why']}"))
+    lines += ["", f"verdict: {paint[data['verdict']](data['verdict'].upper())}"]
+    return "\n".join(lines) + "\n"
