@@ -18,6 +18,7 @@ import os
 import shutil
 import subprocess
 import sys
+import sysconfig
 import tarfile
 import time
 from collections.abc import Iterator
@@ -83,6 +84,8 @@ class Build:
 @pytest.fixture(scope="module")
 def build(tmp_path_factory: pytest.TempPathFactory) -> Build:
     os_name, arch = this_platform()
+    if sys.platform == "linux" and not sysconfig.get_config_var("Py_ENABLE_SHARED"):
+        pytest.skip("PyInstaller needs a Python built with --enable-shared (libpython); this one is static")
     work = tmp_path_factory.mktemp("release")
     manifest = work / "krew-manifest.yaml"
     shutil.copy(REPO / "krew-manifest.yaml", manifest)

@@ -134,3 +134,28 @@ def _pods(cluster: FakeCluster) -> list[dict[str, Any]]:
     out = run_cli("snapshot", "-n", NS, "-d", str(cluster.workdir / "s"), "--force", env=cluster.env())
     assert out.returncode == 0, out.stderr
     return json.loads((cluster.workdir / "s" / "kubernetes" / "pods.json").read_text())["items"]
+
+
+def test_prometheus_history_through_the_cli(cluster: FakeCluster) -> None:
+    """The sidecar of `quiet` saw no traffic since its restart; a real Prometheus remembers a plaintext caller."""
+    from harness.prometheus import SKIP_REASON, Exporter, PrometheusServer, find_prometheus
+
+    if find_prometheus() is None:
+        pytest.skip(SKIP_REASON)
+    history = HEADER + series("quiet", "unknown", "none", 5)
+    with Exporter(history) as exporter, PrometheusServer([exporter.target]) as prom:
+        prom.wait_for_series('istio_requests_total{destination_workload="quiet"}')
+        exporter.wait_scraped(exporter.set_text(HEADER + series("quiet", "unknown", "none", 9)))
+        prom.wait_for_value('sum(istio_requests_total{destination_workload="quiet"})', 9)
+        code, data = ready(cluster, "--prometheus", prom.url, "--window", "10m")
+    quiet = next(w for w in data["workloads"] if w["workload"] == "quiet")
+    assert quiet["verdict"] == "not ready", quiet
+    assert quiet["callers"] and quiet["callers"][0]["source_workload"] == "unknown"
+    assert code == 1
+    bad = run_cli("strict-ready", "-n", NS, "--prometheus", "http://127.0.0.1:1", env=cluster.env())
+    assert "cannot reach Prometheus at http://127.0.0.1:1" in bad.stdout
+
+
+def test_listener_stats_note(cluster: FakeCluster) -> None:
+    proc = run_cli("strict-ready", "-n", NS, env=cluster.env())
+    assert "proxyStatsMatcher" in proc.stdout  # the fixtures, like a default sidecar, expose no listener stats

@@ -84,13 +84,15 @@ def _simulate_strict(ctx: Context, scope: Scope) -> None:
 
 def _callers(
     ctx: Context, source: Any, pods: list[dict[str, Any]], args: argparse.Namespace, scope: Scope
-) -> tuple[dict[tuple[str, str], list[Any]], set[tuple[str, str]]]:
-    """(namespace, workload) -> plaintext callers, and the workloads we have any traffic data for."""
+) -> tuple[dict[tuple[str, str], list[Any]], set[tuple[str, str]], dict[tuple[str, str], dict[str, float]]]:
+    """(namespace, workload) -> plaintext callers; the workloads we have any traffic data for; and each
+    pod's inbound listener TLS stats where the mesh exposes them."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from ..normalize.promstats import parse_exposition, plaintext_callers, seen_destinations
+    from ..normalize.promstats import inbound_tls_stats, parse_exposition, plaintext_callers, seen_destinations
 
     by_workload: dict[tuple[str, str], dict[tuple[str, str, str], Any]] = {}
+    listener_stats: dict[tuple[str, str], dict[str, float]] = {}
     seen: set[tuple[str, str]] = set()
 
     def merge(callers: list[Any]) -> None:
@@ -121,6 +123,9 @@ def _callers(
                 samples = parse_exposition(text)
                 merge(plaintext_callers(samples))
                 seen.update(seen_destinations(samples))
+                listener = inbound_tls_stats(samples)
+                if listener:
+                    listener_stats[(ns, name)] = listener
             except ValueError as exc:
                 ctx.note(f"stats of {ns}/{name}", f"unreadable Prometheus text: {exc}")
     if args.prometheus:
@@ -130,7 +135,7 @@ def _callers(
             merge(PrometheusSource(args.prometheus).plaintext_callers(scope.namespace, args.window))
         except MtlsError as exc:
             ctx.note(f"Prometheus {args.prometheus}", str(exc))
-    return {k: list(v.values()) for k, v in by_workload.items()}, seen
+    return {k: list(v.values()) for k, v in by_workload.items()}, seen, listener_stats
 
 
 def run(args: argparse.Namespace) -> int:
@@ -162,13 +167,13 @@ def run(args: argparse.Namespace) -> int:
         for p in meshed
         if today[key_of(p)].mode != "STRICT" or any(m != "STRICT" for m in today[key_of(p)].ports.values())
     ]
-    callers, seen = _callers(ctx, source, lax, args, scope)
+    callers, seen, listener = _callers(ctx, source, lax, args, scope)
 
     workloads: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for pod in lax:
         workloads.setdefault((key_of(pod)[0], workload_of(pod)), []).append(pod)
     findings: list[Finding] = []
-    rows = []
+    rows: list[dict[str, Any]] = []
     for (ns, name), pods in sorted(workloads.items()):
         found = callers.get((ns, name), [])
         if found:
@@ -241,6 +246,17 @@ def run(args: argparse.Namespace) -> int:
                 if set(row["pods"]) & set(f["evidence"].get("pods") or []):
                     row["verdict"] = "not ready"
 
+    notes = []
+    for row in rows:
+        keys = [tuple(p.split("/", 1)) for p in row["pods"]]
+        row["listener_stats"] = {"/".join(k): listener[(k[0], k[1])] for k in keys if (k[0], k[1]) in listener}
+    if rows and not listener:
+        notes.append(
+            "listener TLS stats (ssl.*, no_filter_chain_match, tls_inspector) are not exposed: Istio's default stats "
+            "inclusion list drops them, so plaintext that carries no Istio metadata shows only in istio_* metrics; "
+            "to see it, restart the workloads with the annotation proxy.istio.io/config: "
+            '\'{"proxyStatsMatcher":{"inclusionPrefixes":["listener","tls_inspector"]}}\''
+        )
     verdicts = {r["verdict"] for r in rows}
     errors = [f for f in findings if f["severity"] == "error"]
     overall = "not ready" if errors or "not ready" in verdicts else "unknown" if "unknown" in verdicts else "ready"
@@ -249,6 +265,7 @@ def run(args: argparse.Namespace) -> int:
         "workloads": rows,
         "findings": findings,
         "summary": _summary(findings),
+        "notes": notes,
         "incomplete": ctx.incomplete,
     }
     emit(data, args.output, args.query, lambda d, wide: table(d, Style.detect(args.no_color)))
@@ -295,6 +312,8 @@ def table(data: dict[str, Any], style: Style) -> str:
             lines.append(f"  {style.error('×')} {f['check']} {f['kind']} {obj}: {f['message']}")
             if f["hint"]:
                 lines.append(f"      fix: {f['hint']}")
+    for note in data.get("notes") or []:
+        lines.append(f"note: {note}")
     for entry in data["incomplete"]:
         lines.append(style.warn(f"incomplete: {entry['what']}: {entry['why']}"))
     lines += ["", f"verdict: {paint[data['verdict']](data['verdict'].upper())}"]
