@@ -95,3 +95,12 @@ def test_kubectl_finds_the_plugin_on_path(tmp_path: Path) -> None:
     assert "fix: kubectl rollout restart deployment/orders -n shop" in demo.stdout
     help_text = subprocess.run([kubectl, "mtls", "--help"], capture_output=True, text=True, env=env, timeout=60)
     assert help_text.stdout.startswith("usage: kubectl mtls")
+
+
+def test_readme_demo_output_is_what_the_command_prints() -> None:
+    readme = (REPO / "README.md").read_text()
+    block = readme.split("```\nSOURCE", 1)[1].split("```", 1)[0]
+    proc = run_cli("rootdiff", "frontend-6c9f7d8b4-k2x7p", "orders-7f5b9c6d8-wq4zn", "-n", "shop",
+                   "--snapshot", str(EXAMPLE))
+    assert proc.returncode == 1
+    assert "SOURCE" + block == proc.stdout
