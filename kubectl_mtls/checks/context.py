@@ -17,8 +17,8 @@ from ..normalize import pod as podinfo
 from ..sources import Source
 
 EXEMPT_NAMESPACES = ("kube-system", "kube-public", "kube-node-lease")
-INPUTS = (
-    "pods",
+# Kubernetes kinds a check may read (listed once per run), then the other inputs a check may name.
+OBJECT_INPUTS = (
     "namespaces",
     "services",
     "serviceaccounts",
@@ -27,10 +27,8 @@ INPUTS = (
     "authorizationpolicies",
     "configmaps",
     "secrets",
-    "proxies",
-    "proxy-status",
-    "logs",
 )
+INPUTS = ("pods", *OBJECT_INPUTS, "proxies", "proxy-status", "logs")
 
 
 @dataclass
@@ -102,16 +100,7 @@ class Context:
         self._load_pods()
         with ThreadPoolExecutor(max_workers=1) as background:
             proxies = background.submit(self._load_proxies) if "proxies" in needed else None
-            for kind in (
-                "namespaces",
-                "services",
-                "serviceaccounts",
-                "peerauthentications",
-                "destinationrules",
-                "authorizationpolicies",
-                "configmaps",
-                "secrets",
-            ):
+            for kind in OBJECT_INPUTS:
                 if kind in needed:
                     self._load_kind(kind)
             if "proxy-status" in needed:

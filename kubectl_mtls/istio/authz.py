@@ -19,6 +19,11 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from .objects import meta as _meta
+from .objects import name as _name
+from .objects import namespace as _namespace
+from .objects import spec as _spec
+
 ACTIONS = ("ALLOW", "DENY", "AUDIT", "CUSTOM")
 DRY_RUN_ANNOTATION = "istio.io/dry-run"
 
@@ -34,21 +39,6 @@ IDENTITY_SOURCE_FIELDS = (
 # `when` keys read from the TLS connection of the peer.
 IDENTITY_CONDITION_KEYS = ("source.principal", "source.namespace", "connection.sni")
 _PRINCIPAL_FIELDS = ("principals", "notPrincipals")
-
-
-def _meta(obj: dict[str, Any]) -> dict[str, Any]:
-    meta = obj.get("metadata")
-    return meta if isinstance(meta, dict) else {}
-
-
-def _spec(obj: dict[str, Any]) -> dict[str, Any]:
-    spec = obj.get("spec")
-    return spec if isinstance(spec, dict) else {}
-
-
-def _namespace(obj: dict[str, Any]) -> str:
-    # API objects always have one; a bare manifest lands in "default" (kubectl, istioctl analyze).
-    return str(_meta(obj).get("namespace") or "default")
 
 
 def _list(value: Any) -> list[Any]:
@@ -175,7 +165,7 @@ def principals(policy: dict[str, Any]) -> list[tuple[str, str]]:
 
 
 def parse_principal(principal: str) -> tuple[str, str, str] | None:
-    """"<trust domain>/ns/<ns>/sa/<sa>" -> (trust domain, ns, sa).
+    """ "<trust domain>/ns/<ns>/sa/<sa>" -> (trust domain, ns, sa).
 
     None for wildcards ("*", "prefix*", "*suffix") and any other shape, including a written
     "spiffe://" prefix: Istio adds that prefix itself, so such a principal never matches anyone."""
@@ -267,10 +257,6 @@ class _Ctx:
     labels: list[str] = dataclasses.field(default_factory=list)  # unknowns met while evaluating the current rule
 
 
-def _name(obj: dict[str, Any]) -> str:
-    return str(_meta(obj).get("name") or "")
-
-
 def envoy_policy_name(policy: dict[str, Any], rule: int) -> str:
     """The key istiod gives a rule in Envoy's RBAC `policies` (and in rbac_access_denied_matched_policy).
 
@@ -323,7 +309,7 @@ def _peer(ctx: _Ctx) -> str | None:
     principal = ctx.caller.principal
     if principal is None:
         return None
-    return principal[len(_SPIFFE):] if principal.startswith(_SPIFFE) else principal
+    return principal[len(_SPIFFE) :] if principal.startswith(_SPIFFE) else principal
 
 
 def _ip(value: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
@@ -496,9 +482,20 @@ def _fields(ctx: _Ctx, body: dict[str, Any], known: tuple[str, ...], kind: str) 
     return _all(terms)
 
 
-_SOURCE_FIELDS = ("principals", "notPrincipals", "requestPrincipals", "notRequestPrincipals", "namespaces",
-                  "notNamespaces", "serviceAccounts", "notServiceAccounts", "ipBlocks", "notIpBlocks",
-                  "remoteIpBlocks", "notRemoteIpBlocks")
+_SOURCE_FIELDS = (
+    "principals",
+    "notPrincipals",
+    "requestPrincipals",
+    "notRequestPrincipals",
+    "namespaces",
+    "notNamespaces",
+    "serviceAccounts",
+    "notServiceAccounts",
+    "ipBlocks",
+    "notIpBlocks",
+    "remoteIpBlocks",
+    "notRemoteIpBlocks",
+)
 _OPERATION_FIELDS = ("hosts", "notHosts", "ports", "notPorts", "methods", "notMethods", "paths", "notPaths")
 
 
@@ -566,8 +563,10 @@ def _first(hits: list[_Hit]) -> _Hit | None:
 
 
 def _unknown_line(hit: _Hit, treated: str) -> str:
-    return (f"{hit.ref} rule[{hit.rule}] ({action(hit.policy)}): {', '.join(hit.labels)} cannot be known "
-            f"statically; treated as {treated}")
+    return (
+        f"{hit.ref} rule[{hit.rule}] ({action(hit.policy)}): {', '.join(hit.labels)} cannot be known "
+        f"statically; treated as {treated}"
+    )
 
 
 def _describe(caller: Caller, request: Request) -> str:
@@ -599,8 +598,10 @@ def evaluate(
     bundle = (trust_domain, *(a for a in trust_domain_aliases if a != trust_domain))
 
     applied = [
-        p for p in policies
-        if isinstance(p, dict) and p.get("kind", "AuthorizationPolicy") == "AuthorizationPolicy"
+        p
+        for p in policies
+        if isinstance(p, dict)
+        and p.get("kind", "AuthorizationPolicy") == "AuthorizationPolicy"
         and applies_to(p, namespace, labels, root_namespace)
     ]
     considered: list[str] = []
@@ -633,35 +634,52 @@ def evaluate(
     custom = _first(hits_of("CUSTOM"))
     providers = {_provider(p) for p in enforced["CUSTOM"]}
     if len(providers) > 1:
-        unknown.append(f"CUSTOM policies name {len(providers)} ext-authz providers; without "
-                       "PILOT_ENABLE_MULTIPLE_CUSTOM_AUTHZ_PROVIDERS (and before Istio added it) istiod "
-                       "generates deny rules instead")
+        unknown.append(
+            f"CUSTOM policies name {len(providers)} ext-authz providers; without "
+            "PILOT_ENABLE_MULTIPLE_CUSTOM_AUTHZ_PROVIDERS (and before Istio added it) istiod "
+            "generates deny rules instead"
+        )
 
     deny = _first(hits_of("DENY"))
     if deny is not None:
         if deny.result is None:
             unknown.append(_unknown_line(deny, "matching for DENY"))
         return Decision(
-            allowed=False, action="DENY", policy=deny.ref, rule=deny.rule, envoy_name=deny.envoy,
+            allowed=False,
+            action="DENY",
+            policy=deny.ref,
+            rule=deny.rule,
+            envoy_name=deny.envoy,
             reason=f"denied by DENY policy {deny.ref} rule[{deny.rule}] ({scene})"
             + ("; best-effort, see unknown" if deny.result is None else ""),
-            considered=considered, unknown=unknown,
+            considered=considered,
+            unknown=unknown,
         )
 
     if not enforced["ALLOW"]:
         decision = Decision(
-            allowed=True, action="DEFAULT-ALLOW", policy=None, rule=None, envoy_name=None,
+            allowed=True,
+            action="DEFAULT-ALLOW",
+            policy=None,
+            rule=None,
+            envoy_name=None,
             reason=f"allowed: no DENY policy matches and no ALLOW policy applies to the workload ({scene})",
-            considered=considered, unknown=unknown,
+            considered=considered,
+            unknown=unknown,
         )
     else:
         allow_hits = hits_of("ALLOW")
         allow = _first([h for h in allow_hits if h.result is True])
         if allow is not None:
             decision = Decision(
-                allowed=True, action="ALLOW", policy=allow.ref, rule=allow.rule, envoy_name=allow.envoy,
+                allowed=True,
+                action="ALLOW",
+                policy=allow.ref,
+                rule=allow.rule,
+                envoy_name=allow.envoy,
                 reason=f"allowed by ALLOW policy {allow.ref} rule[{allow.rule}] ({scene})",
-                considered=considered, unknown=unknown,
+                considered=considered,
+                unknown=unknown,
             )
         else:
             names = ", ".join(f"{_namespace(p)}/{_name(p)}" for p in enforced["ALLOW"])
@@ -672,21 +690,33 @@ def evaluate(
             if allow_hits:
                 reason += "; best-effort, see unknown"
             return Decision(
-                allowed=False, action="DEFAULT-DENY", policy=None, rule=None, envoy_name=None,
-                reason=reason, considered=considered, unknown=unknown,
+                allowed=False,
+                action="DEFAULT-DENY",
+                policy=None,
+                rule=None,
+                envoy_name=None,
+                reason=reason,
+                considered=considered,
+                unknown=unknown,
             )
 
     if custom is None:
         return decision
     provider = _provider(custom.policy) or "(unnamed)"
-    line = (f"{custom.ref} rule[{custom.rule}] (CUSTOM): the ext-authz provider {provider!r} decides"
-            + (" (on a TCP port only a gRPC provider is consulted)" if protocol == "tcp" else ""))
+    line = f"{custom.ref} rule[{custom.rule}] (CUSTOM): the ext-authz provider {provider!r} decides" + (
+        " (on a TCP port only a gRPC provider is consulted)" if protocol == "tcp" else ""
+    )
     unknown.append(line)
     if custom.result is None:
         unknown.append(_unknown_line(custom, "matching for CUSTOM"))
     return Decision(
-        allowed=True, action="CUSTOM", policy=custom.ref, rule=custom.rule, envoy_name=custom.envoy,
+        allowed=True,
+        action="CUSTOM",
+        policy=custom.ref,
+        rule=custom.rule,
+        envoy_name=custom.envoy,
         reason=f"CUSTOM policy {custom.ref} rule[{custom.rule}] sends the request to ext-authz provider "
         f"{provider!r}, which decides; DENY/ALLOW alone would allow ({decision.action}) ({scene})",
-        considered=considered, unknown=unknown,
+        considered=considered,
+        unknown=unknown,
     )

@@ -29,14 +29,17 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
+
+from .objects import created as _created
+from .objects import name as _name
+from .objects import namespace as _namespace
+from .objects import spec as _spec
 
 KIND = "DestinationRule"
 STEPS = ("client-namespace", "service-namespace", "root-namespace")
 PUBLIC, PRIVATE, NONE = "*", ".", "~"
-
-_ZERO_TIME = datetime.min.replace(tzinfo=UTC)
 
 
 @dataclass
@@ -48,36 +51,6 @@ class Selected:
 
 # ---------------------------------------------------------------------------------------------
 # readers
-
-
-def _meta(obj: dict[str, Any]) -> dict[str, Any]:
-    meta = obj.get("metadata")
-    return meta if isinstance(meta, dict) else {}
-
-
-def _spec(obj: dict[str, Any]) -> dict[str, Any]:
-    spec = obj.get("spec")
-    return spec if isinstance(spec, dict) else {}
-
-
-def _namespace(obj: dict[str, Any]) -> str:
-    # API objects always carry one; a bare manifest lands in "default" (kubectl, istioctl analyze).
-    return str(_meta(obj).get("namespace") or "default")
-
-
-def _name(obj: dict[str, Any]) -> str:
-    return str(_meta(obj).get("name") or "")
-
-
-def _created(obj: dict[str, Any]) -> datetime:
-    raw = _meta(obj).get("creationTimestamp")
-    if not isinstance(raw, str) or not raw:
-        return _ZERO_TIME  # Go's zero time: older than everything
-    try:
-        parsed = datetime.fromisoformat(raw)
-    except ValueError:
-        return _ZERO_TIME
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def _selector(dr: dict[str, Any]) -> dict[str, str] | None:

@@ -14,8 +14,14 @@ reason in words, because "my policy has no effect" is one of the commonest mTLS 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
+
+from .objects import created as _created
+from .objects import meta as _meta
+from .objects import name as _name
+from .objects import namespace as _namespace
+from .objects import spec as _spec
 
 Mode = str  # "STRICT" | "PERMISSIVE" | "DISABLE"
 
@@ -25,7 +31,6 @@ DEFAULT_MODE: Mode = "PERMISSIVE"
 KIND = "PeerAuthentication"
 
 # The zero time.Time istiod would see for an object without creationTimestamp: older than anything.
-_ZERO_TIME = datetime.min.replace(tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -57,37 +62,6 @@ class Effective:
 
 # ---------------------------------------------------------------------------------------------
 # small readers of the Kubernetes JSON; tolerant of missing or null fields like the API itself
-
-
-def _meta(obj: dict[str, Any]) -> dict[str, Any]:
-    meta = obj.get("metadata")
-    return meta if isinstance(meta, dict) else {}
-
-
-def _spec(obj: dict[str, Any]) -> dict[str, Any]:
-    spec = obj.get("spec")
-    return spec if isinstance(spec, dict) else {}
-
-
-def _namespace(obj: dict[str, Any]) -> str:
-    # An object read from the API server always has a namespace; a bare manifest without one lands
-    # in "default" when applied without -n, which is also what `istioctl analyze` assumes.
-    return str(_meta(obj).get("namespace") or "default")
-
-
-def _name(obj: dict[str, Any]) -> str:
-    return str(_meta(obj).get("name") or "")
-
-
-def _created(obj: dict[str, Any]) -> datetime:
-    raw = _meta(obj).get("creationTimestamp")
-    if not isinstance(raw, str) or not raw:
-        return _ZERO_TIME
-    try:
-        parsed = datetime.fromisoformat(raw)
-    except ValueError:
-        return _ZERO_TIME
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def _age_order(obj: dict[str, Any]) -> tuple[datetime, str, str]:
@@ -145,7 +119,7 @@ def _ref(policy: dict[str, Any], scope: str) -> PolicyRef:
 
 
 def scope_of(policy: dict[str, Any], root_namespace: str) -> str | None:
-    """"mesh", "namespace" or "workload"; None for a root-namespace policy with a selector (ignored).
+    """ "mesh", "namespace" or "workload"; None for a root-namespace policy with a selector (ignored).
 
     Like istiod, a selector with empty matchLabels counts as no selector.
     """
