@@ -253,10 +253,12 @@ def test_nothing_gathered_is_exit_3(worlds: Worlds) -> None:
     assert "pods is forbidden" in proc.stdout
 
 
-def test_unknown_pod_is_exit_2(worlds: Worlds) -> None:
-    proc = run_cli("check", "pod", "nope", "-n", "app", env=worlds.broken.env())
-    assert proc.returncode == 2
-    assert_one_line_error(proc)
+def test_unknown_pod_or_namespace_is_exit_2(worlds: Worlds) -> None:
+    for args in (["pod", "nope", "-n", "app"], ["namespace", "nope"]):
+        proc = run_cli("check", *args, env=worlds.broken.env())
+        assert proc.returncode == 2
+        assert_one_line_error(proc)
+        assert '"nope" not found' in proc.stderr
 
 
 def test_explain() -> None:

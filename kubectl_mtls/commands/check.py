@@ -7,7 +7,7 @@ import sys
 from typing import Any
 
 from ..checks.base import AREAS, Check, all_checks
-from ..errors import EXIT_GATHER, EXIT_OK, EXIT_PROBLEM, UsageError
+from ..errors import EXIT_GATHER, EXIT_OK, EXIT_PROBLEM, NotFoundError, UsageError
 from ..render import Style, emit
 from ..sources import parse_pod_ref
 from .common import namespace_of, now, open_source, parse_duration
@@ -154,6 +154,12 @@ def run(args: argparse.Namespace) -> int:
     selected = [c for c in checks if with_logs or not c.needs_logs]
     ctx = Context(source, scope, now(), options)
     ctx.load({name for c in selected for name in (*c.reads, *c.optional)})
+    known_namespaces = ctx.available("namespaces") and ctx.objects("namespaces")
+    if scope.namespace and known_namespaces and scope.namespace not in ctx.namespaces:
+        raise NotFoundError(f'namespaces "{scope.namespace}" not found')
+    if ctx.available("pods") and not ctx.targets:
+        where = f"namespace {scope.namespace}" if scope.namespace else "the cluster"
+        ctx.note("pods", f"no pods to check in {where}" + (f" matching {scope.selector}" if scope.selector else ""))
     findings: list[dict[str, Any]] = []
     statuses: list[dict[str, str]] = []
     suppressed = 0
