@@ -420,7 +420,8 @@ def walk(
                 )
             )
             return steps
-    if done(step("authz", True, f"allowed: {decision.reason}", None, **evidence)):
+    reason = decision.reason if decision.reason.startswith("allowed") else f"allowed: {decision.reason}"
+    if done(step("authz", True, reason, None, **evidence)):
         return steps
     if probe is not None:
         steps.append(probe(src, dst, port))

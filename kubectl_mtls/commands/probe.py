@@ -170,8 +170,8 @@ class Prober:
     """Called by `pair.walk` after every static step passed: probe(src_pod, dst, port) -> a `probe` step."""
 
     def __init__(self, source: Source, ctx: Context, log_wait: float = LOG_WAIT) -> None:
-        if isinstance(source, SnapshotSource):
-            source.exec("", "", "", [], 0)  # its UsageError ("needs a live cluster"), before the walk starts
+        if isinstance(source, SnapshotSource):  # say so before the walk starts, not after it
+            raise UsageError("--probe needs a live cluster, not a snapshot")
         self.source = source
         self.ctx = ctx
         self.log_wait = log_wait
