@@ -83,9 +83,7 @@ def columns(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     """kubectl-style columns: upper-case headers, three spaces between columns, no borders."""
     cells = [[str(h) for h in headers]] + [[_plain(c) for c in row] for row in rows]
     widths = [max(_width(r[i]) for r in cells) for i in range(len(headers))]
-    lines = [
-        "   ".join(c + " " * (w - _width(c)) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells
-    ]
+    lines = ["   ".join(c + " " * (w - _width(c)) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells]
     return "\n".join(lines) + "\n"
 
 

@@ -166,3 +166,44 @@ def test_bad_query_is_a_usage_error() -> None:
     assert proc.returncode == 2
     assert_one_line_error(proc)
     assert "--query" in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("files", "message"),
+    [
+        ({"snapshot.json": '{"format": "kubectl-mtls-snapshot", "version": "abc"}'}, "'version' must be an integer"),
+        (
+            {"snapshot.json": '{"format": "kubectl-mtls-snapshot", "version": 1, "incomplete": 5}'},
+            "'incomplete' must be a list",
+        ),
+        (
+            {"kubernetes/pods.json": '{"items": [{"metadata": {"name": 5, "namespace": ["x"]}}]}'},
+            "needs a string metadata.name",
+        ),
+    ],
+)
+def test_malformed_snapshots_are_one_line_errors(tmp_path: Path, files: dict[str, str], message: str) -> None:
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    (tmp_path / "kubernetes").mkdir(exist_ok=True)
+    for command in (["certs", "-A"], ["check", "-A"], ["strict-ready", "-A"]):
+        proc = run_cli(*command, "--snapshot", str(tmp_path))
+        assert proc.returncode == 2, (command, proc.stdout, proc.stderr)
+        assert_one_line_error(proc)
+        assert message in proc.stderr
+
+
+def test_bad_flag_values_are_usage_errors(tmp_path: Path) -> None:
+    example = str(REPO / "examples" / "rotation")
+    for args, text in (
+        (["strict-ready", "-n", "shop", "--window", "abc"], "is not a Prometheus duration"),
+        (["check", "-n", "shop", "--ignore", "root-mismatch:"], "name the object"),
+        (["check", "-n", "shop", "--tail", "-1"], "not a positive integer"),
+        (["check", "-n", "shop", "--expiring-within", "1y"], "use e.g. 72h, 30d or 2w"),
+    ):
+        proc = run_cli(*args, "--snapshot", example)
+        assert proc.returncode == 2, (args, proc.stderr)
+        assert text in proc.stderr
+    ok = run_cli("check", "-n", "shop", "--expiring-within", "30d", "--snapshot", example)
+    assert ok.returncode == 1 and "Traceback" not in ok.stderr

@@ -3,6 +3,7 @@ and istioctl (the double) as a subprocess: what it asks, and how every failure r
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import time
@@ -57,8 +58,20 @@ def test_certs_all_namespaces_lists_pods_once_and_only_reads(cluster: FakeCluste
 
 
 def test_rootdiff_live_reads_two_pods(cluster: FakeCluster) -> None:
-    proc = run(cluster, "rootdiff", FRONTEND, ORDERS, "-n", NS, "--context", "fake", "-o", "json",
-               "--kubeconfig", str(cluster.kubeconfig))
+    proc = run(
+        cluster,
+        "rootdiff",
+        FRONTEND,
+        ORDERS,
+        "-n",
+        NS,
+        "--context",
+        "fake",
+        "-o",
+        "json",
+        "--kubeconfig",
+        str(cluster.kubeconfig),
+    )
     assert proc.returncode == 1, proc.stderr
     result = json.loads(proc.stdout)
     assert result["match"] is False and result["fix"] == f"kubectl rollout restart deployment/orders -n {NS}"
@@ -80,9 +93,11 @@ def test_namespace_defaults_to_the_contexts(cluster: FakeCluster, tmp_path: Path
 
 @pytest.mark.parametrize(
     ("status", "code", "text"),
-    [(403, 3, 'Forbidden: pods is forbidden: User "system:serviceaccount:default:tester" cannot list'),
-     (500, 3, "Kubernetes API error 500"),
-     (401, 3, "Unauthorized")],
+    [
+        (403, 3, 'Forbidden: pods is forbidden: User "system:serviceaccount:default:tester" cannot list'),
+        (500, 3, "Kubernetes API error 500"),
+        (401, 3, "Unauthorized"),
+    ],
 )
 def test_api_errors_become_one_line(cluster: FakeCluster, status: int, code: int, text: str) -> None:
     cluster.api.fail(status, path=r"/pods$")
@@ -164,7 +179,7 @@ def test_hanging_istioctl_is_killed(cluster: FakeCluster) -> None:
 
 
 def test_garbage_from_istioctl_is_unreadable_input(cluster: FakeCluster) -> None:
-    cluster.set_proxy(NS, ORDERS, {"garbage": "Error: no running Istio pods in \"istio-system\"\n"})
+    cluster.set_proxy(NS, ORDERS, {"garbage": 'Error: no running Istio pods in "istio-system"\n'})
     proc = run(cluster, "proxy", ORDERS, "-n", NS)
     assert proc.returncode == 2
     assert_one_line_error(proc)
@@ -174,15 +189,45 @@ def test_garbage_from_istioctl_is_unreadable_input(cluster: FakeCluster) -> None
 def test_snapshot_replays_exactly_and_holds_no_secrets(cluster: FakeCluster, tmp_path: Path) -> None:
     # A pod spec with a credential in a plain env value must not leak into the snapshot.
     pod = json.loads((EXAMPLE / "kubernetes" / "pods.json").read_text())["items"][0]
-    pod["spec"]["containers"][0]["env"] = [{"name": "DB_PASSWORD", "value": "hunter2"},
-                                           {"name": "ISTIO_KUBE_APP_PROBERS", "value": "{}"}]
+    pod["spec"]["containers"][0]["env"] = [
+        {"name": "DB_PASSWORD", "value": "hunter2"},
+        {"name": "ISTIO_KUBE_APP_PROBERS", "value": "{}"},
+    ]
+    pod["spec"]["containers"][0]["args"] = ["--password=hunter2"]
+    pod["metadata"]["annotations"]["kubectl.kubernetes.io/last-applied-configuration"] = json.dumps(
+        {"spec": {"containers": [{"env": [{"name": "DB_PASSWORD", "value": "hunter2"}]}]}}
+    )
     cluster.api.add(pod)
+    # A plug-in CA Secret whose ca-cert.pem also carries its key, next to the key file itself.
+    root_pem = json.loads((EXAMPLE / "kubernetes" / "configmaps.json").read_text())["items"][0]["data"][
+        "root-cert.pem"
+    ].encode()
+    key_pem = b"-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\n-----END PRIVATE KEY-----\n"
+    b64 = lambda data: base64.b64encode(data).decode()  # noqa: E731
+    cluster.api.add(
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "cacerts", "namespace": "istio-system"},
+            "type": "Opaque",
+            "data": {
+                "ca-cert.pem": b64(root_pem + key_pem),
+                "ca-key.pem": b64(key_pem),
+                "root-cert.pem": b64(root_pem),
+            },
+        }
+    )
     out = tmp_path / "snap"
     proc = run(cluster, "snapshot", "-n", NS, "-d", str(out))
     assert proc.returncode == 0, proc.stderr
     assert {r.method for r in cluster.api.requests} <= {"GET"}
     blob = b"".join(p.read_bytes() for p in out.rglob("*") if p.is_file())
     assert b"hunter2" not in blob and b"PRIVATE KEY" not in blob
+    secrets = json.loads((out / "kubernetes" / "secrets.json").read_text())["items"]
+    (cacerts,) = secrets
+    assert set(cacerts["data"]) == {"ca-cert.pem", "root-cert.pem"}  # no ca-key.pem
+    decoded = b"".join(base64.b64decode(v) for v in cacerts["data"].values())
+    assert b"PRIVATE KEY" not in decoded and decoded.count(b"BEGIN CERTIFICATE") == 2
     assert b'"ISTIO_KUBE_APP_PROBERS"' in blob
     live = run(cluster, "certs", "-n", NS, "-o", "json")
     replay = run_cli("certs", "-n", NS, "-o", "json", "--snapshot", str(out))

@@ -232,6 +232,23 @@ def test_pod_destination_and_every_port(cluster: FakeCluster) -> None:
     assert verdicts == {80: "ok", 82: "fail", 83: "fail"}
 
 
+def test_certificates_not_yet_valid_fail_the_trust_step(cluster: FakeCluster) -> None:
+    proc = run_cli(
+        "check",
+        "pair",
+        "pa/good-1",
+        "svc/api.pa",
+        "--port",
+        "80",
+        "-o",
+        "json",
+        env=cluster.env(KUBECTL_MTLS_NOW="2000-01-01T00:00:00Z"),
+    )
+    data = json.loads(proc.stdout)
+    assert proc.returncode == 1 and data["first_failure"] == "trust"
+    assert "is not valid before" in data["steps"][-1]["detail"]
+
+
 def test_human_output(cluster: FakeCluster) -> None:
     proc = run_cli("check", "pair", "pb/caller-1", "svc/api.pa", "--port", "80", env=cluster.env())
     assert proc.returncode == 1

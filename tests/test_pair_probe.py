@@ -89,7 +89,7 @@ def pair_world(mesh: Mesh, mode: str = "ISTIO_MUTUAL") -> tuple[CheckWorld, Runn
         _ns(ISTIO_NS),
         _sa(NS, "server"),
         _sa(NS, "client"),
-        _svc(NS, "server", "server"),
+        _svc(NS, "server", "server", target=server.inbound_port or 0),  # the listener's real port
         _pa(ISTIO_NS, "default", "STRICT", "2026-01-01T00:00:00Z"),
         _dr(NS, "server", "server", mode),
         _ap(

@@ -21,8 +21,7 @@ def _in_scope(ctx: Context, policy: dict[str, Any]) -> bool:
 def _workloads(ctx: Context, policy: dict[str, Any]) -> list[dict[str, Any]]:
     root = ctx.mesh.root_namespace
     return [
-        p for p in ctx.targets
-        if podinfo.has_envoy(p) and authz.applies_to(policy, key_of(p)[0], labels_of(p), root)
+        p for p in ctx.targets if podinfo.has_envoy(p) and authz.applies_to(policy, key_of(p)[0], labels_of(p), root)
     ]
 
 
@@ -64,14 +63,22 @@ def authz_requires_mtls(ctx: Context) -> Iterator[Finding]:
         if not plain:
             continue
         ns, name = key_of(policy)
-        effect = ("plaintext callers are always denied" if authz.action(policy) == "ALLOW"
-                  else "plaintext callers match its not-fields and are denied")
+        effect = (
+            "plaintext callers are always denied"
+            if authz.action(policy) == "ALLOW"
+            else "plaintext callers match its not-fields and are denied"
+        )
         yield finding(
-            "authz-requires-mtls", "warning", "AuthorizationPolicy", ns, name,
+            "authz-requires-mtls",
+            "warning",
+            "AuthorizationPolicy",
+            ns,
+            name,
             f"{authz.action(policy)} policy matching on peer identity "
             f"({', '.join(fields[:3])}) but {len(plain)} workload(s) it guards accept plaintext: {effect}",
             f"kubectl mtls check namespace {key_of(plain[0])[0]}   # then set a STRICT PeerAuthentication there",
-            pods=["/".join(key_of(p)) for p in plain], fields=fields,
+            pods=["/".join(key_of(p)) for p in plain],
+            fields=fields,
         )
 
 
@@ -111,10 +118,15 @@ def authz_principal_unknown(ctx: Context) -> Iterator[Finding]:
             if not complete and sa_ns not in listed and sa_ns != ctx.scope.namespace:
                 continue  # we did not list that namespace's service accounts
             yield finding(
-                "authz-principal-unknown", "warning", "AuthorizationPolicy", ns, name,
-                f"names principal {principal}, but service account "
-                f"{sa_ns}/{sa} does not exist",
-                f"kubectl get serviceaccounts -n {sa_ns}", principal=principal, path=path,
+                "authz-principal-unknown",
+                "warning",
+                "AuthorizationPolicy",
+                ns,
+                name,
+                f"names principal {principal}, but service account {sa_ns}/{sa} does not exist",
+                f"kubectl get serviceaccounts -n {sa_ns}",
+                principal=principal,
+                path=path,
             )
 
 
@@ -149,7 +161,12 @@ def authz_deny_all(ctx: Context) -> Iterator[Finding]:
             continue
         pods = ["/".join(key_of(p)) for p in _workloads(ctx, policy)]
         yield finding(
-            "authz-deny-all", "warning", "AuthorizationPolicy", ns, name,
+            "authz-deny-all",
+            "warning",
+            "AuthorizationPolicy",
+            ns,
+            name,
             f"{what}; it denies all traffic to {len(pods)} workload(s)",
-            f"kubectl get authorizationpolicy {name} -n {ns} -o yaml", pods=pods,
+            f"kubectl get authorizationpolicy {name} -n {ns} -o yaml",
+            pods=pods,
         )

@@ -62,9 +62,7 @@ def check(
     def register(fn: Callable[[Context], Iterable[Finding]]) -> Callable[[Context], Iterable[Finding]]:
         if slug in REGISTRY:
             raise ValueError(f"check {slug} registered twice")
-        REGISTRY[slug] = Check(
-            slug, area, severity, title, reads, explain.strip(), fn, needs_logs, mesh_wide, optional
-        )
+        REGISTRY[slug] = Check(slug, area, severity, title, reads, explain.strip(), fn, needs_logs, mesh_wide, optional)
         return fn
 
     return register

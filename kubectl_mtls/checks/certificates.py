@@ -55,14 +55,25 @@ How to fix: read the pod's istio-proxy log and istiod's log for CSR errors
 )
 def cert_missing(ctx: Context) -> Iterator[Finding]:
     for _, proxy in _sidecars(ctx):
-        missing = [what for what, have in (("workload certificate (secret default)", proxy.chain),
-                                            ("trusted roots (secret ROOTCA)", proxy.roots)) if not have]
+        missing = [
+            what
+            for what, have in (
+                ("workload certificate (secret default)", proxy.chain),
+                ("trusted roots (secret ROOTCA)", proxy.roots),
+            )
+            if not have
+        ]
         if missing:
             yield finding(
-                "cert-missing", "error", "Pod", proxy.model["namespace"], proxy.model["pod"],
+                "cert-missing",
+                "error",
+                "Pod",
+                proxy.model["namespace"],
+                proxy.model["pod"],
                 f"the sidecar has no {' and no '.join(missing)}",
                 f"kubectl logs {proxy.model['pod']} -n {proxy.model['namespace']} -c istio-proxy | grep -i csr",
-                pods=_pods(proxy), secrets=proxy.model["secrets"],
+                pods=_pods(proxy),
+                secrets=proxy.model["secrets"],
             )
 
 
@@ -90,10 +101,16 @@ def cert_expired(ctx: Context) -> Iterator[Finding]:
             left = (_when(cert["not_after"]) - ctx.now).total_seconds()
             if left < 0:
                 yield finding(
-                    "cert-expired", "error", "Pod", proxy.model["namespace"], proxy.model["pod"],
+                    "cert-expired",
+                    "error",
+                    "Pod",
+                    proxy.model["namespace"],
+                    proxy.model["pod"],
                     f"{'workload' if not cert['is_ca'] else 'chain'} certificate expired "
                     f"{duration(-left)} ago ({cert['not_after']})",
-                    restart_command(proxy), pods=_pods(proxy), certificate=cert["fingerprint_sha256"],
+                    restart_command(proxy),
+                    pods=_pods(proxy),
+                    certificate=cert["fingerprint_sha256"],
                     not_after=cert["not_after"],
                 )
                 break
@@ -120,10 +137,14 @@ def cert_not_yet_valid(ctx: Context) -> Iterator[Finding]:
             ahead = (_when(cert["not_before"]) - ctx.now).total_seconds()
             if ahead > 0:
                 yield finding(
-                    "cert-not-yet-valid", "error", "Pod", proxy.model["namespace"], proxy.model["pod"],
-                    f"certificate is valid only from {cert['not_before']} "
-                    f"({duration(ahead)} from now): clock skew",
-                    "check NTP on the nodes, then " + restart_command(proxy), pods=_pods(proxy),
+                    "cert-not-yet-valid",
+                    "error",
+                    "Pod",
+                    proxy.model["namespace"],
+                    proxy.model["pod"],
+                    f"certificate is valid only from {cert['not_before']} ({duration(ahead)} from now): clock skew",
+                    "check NTP on the nodes, then " + restart_command(proxy),
+                    pods=_pods(proxy),
                     not_before=cert["not_before"],
                 )
                 break
@@ -151,9 +172,14 @@ def cert_chain_untrusted(ctx: Context) -> Iterator[Finding]:
     for _, proxy in _sidecars(ctx):
         if proxy.chain and proxy.roots and proxy.model["chain_error"]:
             yield finding(
-                "cert-chain-untrusted", "error", "Pod", proxy.model["namespace"], proxy.model["pod"],
+                "cert-chain-untrusted",
+                "error",
+                "Pod",
+                proxy.model["namespace"],
+                proxy.model["pod"],
                 f"workload chain does not verify to the pod's own roots: {proxy.model['chain_error']}",
-                restart_command(proxy), pods=_pods(proxy),
+                restart_command(proxy),
+                pods=_pods(proxy),
                 issuer=proxy.model["certificates"][0]["issuer"],
                 roots=[r["fingerprint_sha256"] for r in proxy.model["roots"]],
             )
@@ -190,9 +216,16 @@ def cert_identity_mismatch(ctx: Context) -> Iterator[Finding]:
         expected = [f"spiffe://{td}/ns/{ns}/sa/{sa}" for td in domains]
         if identity not in expected:
             yield finding(
-                "cert-identity-mismatch", "error", "Pod", ns, proxy.model["pod"],
+                "cert-identity-mismatch",
+                "error",
+                "Pod",
+                ns,
+                proxy.model["pod"],
                 f"certificate says {identity or 'no SPIFFE ID'}, expected {expected[0]}",
-                restart_command(proxy), pods=_pods(proxy), identity=identity, expected=expected[0],
+                restart_command(proxy),
+                pods=_pods(proxy),
+                identity=identity,
+                expected=expected[0],
             )
 
 
@@ -228,9 +261,16 @@ def cert_expiring(ctx: Context) -> Iterator[Finding]:
         if used > 0.75 or (within is not None and left < within):
             why = f"{used:.0%} of its lifetime used; Istio renews at ~50%" if used > 0.75 else "within the limit given"
             yield finding(
-                "cert-expiring", "warning", "Pod", proxy.model["namespace"], proxy.model["pod"],
+                "cert-expiring",
+                "warning",
+                "Pod",
+                proxy.model["namespace"],
+                proxy.model["pod"],
                 f"workload certificate expires in {duration(left)} ({why})",
-                restart_command(proxy), pods=_pods(proxy), not_after=leaf["not_after"], used=round(used, 3),
+                restart_command(proxy),
+                pods=_pods(proxy),
+                not_after=leaf["not_after"],
+                used=round(used, 3),
             )
 
 
@@ -318,14 +358,21 @@ def root_mismatch(ctx: Context) -> Iterator[Finding]:
         (top, n), *rest = counts.most_common()
         ties = [group for group, m in rest if m == n]
         if ties:
-            groups = {", ".join(sorted(g))[:60]: [p.ref for p in sidecars if frozenset(p.root_fingerprints()) == g]
-                      for g in (top, *ties)}
+            groups = {
+                ", ".join(sorted(g))[:60]: [p.ref for p in sidecars if frozenset(p.root_fingerprints()) == g]
+                for g in (top, *ties)
+            }
             yield finding(
-                "root-mismatch", "warning", "Namespace", "", ctx.scope.namespace or "",
+                "root-mismatch",
+                "warning",
+                "Namespace",
+                "",
+                ctx.scope.namespace or "",
                 f"sidecars are split evenly between {len(groups)} root sets and no CA root could be read "
                 "to say which is current",
                 "kubectl get configmap istio-ca-root-cert -n istio-system -o jsonpath='{.data.root-cert\\.pem}'",
-                groups=groups, pods=[p for g in groups.values() for p in g],
+                groups=groups,
+                pods=[p for g in groups.values() for p in g],
             )
             return
         ref_fps = set(top)
@@ -335,10 +382,17 @@ def root_mismatch(ctx: Context) -> Iterator[Finding]:
         if fps & ref_fps:
             continue
         yield finding(
-            "root-mismatch", "error", "Pod", proxy.model["namespace"], proxy.model["pod"],
+            "root-mismatch",
+            "error",
+            "Pod",
+            proxy.model["namespace"],
+            proxy.model["pod"],
             f"does not trust the current root (reference: {how}); restart it to load the current root and "
             "get a certificate issued under it",
-            restart_command(proxy), pods=[proxy.ref], reference=sorted(ref_fps), reference_from=how,
+            restart_command(proxy),
+            pods=[proxy.ref],
+            reference=sorted(ref_fps),
+            reference_from=how,
             holds=sorted(fps),
         )
 
@@ -369,8 +423,15 @@ def ca_root_expiring(ctx: Context) -> Iterator[Finding]:
         if left < YEAR:
             severity = "error" if left < 30 * 86400 else "warning"
             yield finding(
-                "ca-root-expiring", severity, kind, ctx.options.istio_namespace, name,
-                f"the mesh root ({how}) expires in {duration(left)} ({root.info['not_after']})",
+                "ca-root-expiring",
+                severity,
+                kind,
+                ctx.options.istio_namespace,
+                name,
+                f"the mesh root ({how}) "
+                + (f"expired {duration(-left)} ago" if left < 0 else f"expires in {duration(left)}")
+                + f" ({root.info['not_after']})",
                 "plan a root rotation: https://istio.io/latest/docs/tasks/security/cert-management/plugin-ca-cert/",
-                root=root.info["fingerprint_sha256"], not_after=root.info["not_after"],
+                root=root.info["fingerprint_sha256"],
+                not_after=root.info["not_after"],
             )

@@ -10,7 +10,7 @@ from datetime import datetime
 from functools import cached_property
 from typing import Any
 
-from ..errors import GatherError, MtlsError, NotFoundError
+from ..errors import GatherError, InputError, MtlsError, NotFoundError
 from ..istio import peerauthn
 from ..model import Proxy
 from ..normalize import pod as podinfo
@@ -113,8 +113,8 @@ class Context:
     def _load_pods(self) -> None:
         try:
             self.pods = self.source.list_pods(self.scope.namespace)
-        except NotFoundError:
-            raise
+        except (NotFoundError, InputError):
+            raise  # a wrong name or a broken snapshot is the user's to fix: exit 2, not a partial result
         except MtlsError as exc:
             self.unavailable["pods"] = str(exc)
             self.note("pods", str(exc))
@@ -135,6 +135,8 @@ class Context:
         try:
             self._objects[kind] = self.source.list_objects(kind, None)
             return
+        except InputError:
+            raise
         except MtlsError as exc:
             first_error = str(exc)
         namespaces = [ns for ns in {self.scope.namespace, self.options.istio_namespace} if ns]

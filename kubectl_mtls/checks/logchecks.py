@@ -48,11 +48,18 @@ def proxy_tls_errors(ctx: Context) -> Iterator[Finding]:
         for item in classify_proxy_log(text):
             policy = f" (policy {item.policy})" if item.policy else ""
             yield finding(
-                "proxy-tls-errors", "warning", "Pod", ns, name,
-                f"istio-proxy logged {item.count}x {item.kind} on the {item.side} side{policy}: "
-                f"{item.summary}",
+                "proxy-tls-errors",
+                "warning",
+                "Pod",
+                ns,
+                name,
+                f"istio-proxy logged {item.count}x {item.kind} on the {item.side} side{policy}: {item.summary}",
                 FIXES.get(item.kind, "").replace("POD", f"{name} -n {ns}") or None,
-                pods=[f"{ns}/{name}"], log_class=item.kind, side=item.side, count=item.count, line=item.line,
+                pods=[f"{ns}/{name}"],
+                log_class=item.kind,
+                side=item.side,
+                count=item.count,
+                line=item.line,
                 policy=item.policy,
             )
 
@@ -84,8 +91,14 @@ def istiod_cert_errors(ctx: Context) -> Iterator[Finding]:
     for name, text in sorted(ctx.istiod_logs.items()):
         for item in classify_istiod_log(text):
             yield finding(
-                "istiod-cert-errors", "error", "Pod", ns, name,
+                "istiod-cert-errors",
+                "error",
+                "Pod",
+                ns,
+                name,
                 f"logged {item.count}x {item.kind}: {item.summary}",
                 f"kubectl logs {name} -n {ns} | grep -F {item.line[:40]!r}",
-                log_class=item.kind, count=item.count, line=item.line,
+                log_class=item.kind,
+                count=item.count,
+                line=item.line,
             )

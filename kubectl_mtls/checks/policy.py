@@ -67,9 +67,16 @@ def peerauthn_effective(ctx: Context) -> Iterator[Finding]:
             ("PeerAuthentication", decided_by.namespace, decided_by.name) if decided_by else ("Namespace", "", ns)
         )
         yield finding(
-            "peerauthn-effective", "info", kind, obj_ns, obj_name,
+            "peerauthn-effective",
+            "info",
+            kind,
+            obj_ns,
+            obj_name,
             f"{who}: {mode} by {_ref(decided_by)}" + (f"; exceptions: {exceptions}" if exceptions else ""),
-            None, pods=names, mode=mode, ports={str(p): m for p, m in ports},
+            None,
+            pods=names,
+            mode=mode,
+            ports={str(p): m for p, m in ports},
             applied=[f"{r.scope} {r.namespace}/{r.name}: {r.mode or 'UNSET'}" for r in eff.applied],
             ignored=[f"{r.namespace}/{r.name}: {why}" for r, why in eff.ignored],
         )
@@ -122,14 +129,22 @@ def peerauthn_overridden(ctx: Context) -> Iterator[Finding]:
         if base is None or peerauthn.STRENGTH[mode] >= peerauthn.STRENGTH[base]:
             continue
         pods = [
-            f"{ns}/{key_of(p)[1]}" for p in ctx.pods
+            f"{ns}/{key_of(p)[1]}"
+            for p in ctx.pods
             if key_of(p)[0] == ns and any(r.name == name and r.namespace == ns for r in ctx.effective(p).applied)
         ]
         yield finding(
-            "peerauthn-overridden", "warning", "PeerAuthentication", ns, name,
+            "peerauthn-overridden",
+            "warning",
+            "PeerAuthentication",
+            ns,
+            name,
             f"this {scope}-level policy sets {mode}, weaker than {base} from {base_by}",
             f"kubectl delete peerauthentication {name} -n {ns}   # or set spec.mtls.mode to {base} or UNSET",
-            pods=pods, mode=mode, overrides=base, overridden_by_scope=scope,
+            pods=pods,
+            mode=mode,
+            overrides=base,
+            overridden_by_scope=scope,
         )
 
 
@@ -164,11 +179,16 @@ def peerauthn_conflict(ctx: Context) -> Iterator[Finding]:
         for loser in losers:
             ns, name = key_of(loser)
             yield finding(
-                "peerauthn-conflict", "warning", "PeerAuthentication", ns, name,
+                "peerauthn-conflict",
+                "warning",
+                "PeerAuthentication",
+                ns,
+                name,
                 f"ignored: another {where.split(':')[0]}-level policy, the older {w_ns}/{w_name} "
                 f"({meta(winner).get('creationTimestamp')}), wins",
                 f"kubectl delete peerauthentication {name} -n {ns}   # or merge it into {w_name}",
-                winner=f"{w_ns}/{w_name}", ignored=f"{ns}/{name}",
+                winner=f"{w_ns}/{w_name}",
+                ignored=f"{ns}/{name}",
             )
     pods_by_ns: dict[str, list[dict[str, Any]]] = {}
     for pod in ctx.pods:
@@ -181,14 +201,22 @@ def peerauthn_conflict(ctx: Context) -> Iterator[Finding]:
         match = (spec.get("selector") or {}).get("matchLabels") or {}
         if spec.get("portLevelMtls") and not match:
             yield finding(
-                "peerauthn-conflict", "warning", "PeerAuthentication", ns, name,
+                "peerauthn-conflict",
+                "warning",
+                "PeerAuthentication",
+                ns,
+                name,
                 "portLevelMtls without a selector: istiod rejects it "
                 "(mesh/namespace peer authentication cannot have port level mTLS)",
                 "add spec.selector.matchLabels for the workload, or drop portLevelMtls",
             )
         if match and ns == root:
             yield finding(
-                "peerauthn-conflict", "warning", "PeerAuthentication", ns, name,
+                "peerauthn-conflict",
+                "warning",
+                "PeerAuthentication",
+                ns,
+                name,
                 "a selector in the root namespace: Istio ignores this policy",
                 f"move it to the workload's namespace: kubectl get peerauthentication {name} -n {ns} -o yaml",
             )
@@ -199,7 +227,11 @@ def peerauthn_conflict(ctx: Context) -> Iterator[Finding]:
             and not any(all(labels_of(p).get(k) == v for k, v in match.items()) for p in pods_by_ns[ns])
         ):
             yield finding(
-                "peerauthn-conflict", "warning", "PeerAuthentication", ns, name,
+                "peerauthn-conflict",
+                "warning",
+                "PeerAuthentication",
+                ns,
+                name,
                 f"selects no pod in {ns} (matchLabels {match})",
                 f"kubectl get pods -n {ns} --show-labels   # and fix spec.selector.matchLabels",
                 selector=match,
@@ -245,9 +277,16 @@ def proxy_policy_drift(ctx: Context) -> Iterator[Finding]:
             where = f"port {port}" if port is not None else "the catch-all chains"
             by = eff.port_decided_by.get(port, eff.decided_by) if port is not None else eff.decided_by
             yield finding(
-                "proxy-policy-drift", "warning" if laxer else "error", "Pod", ns, name,
+                "proxy-policy-drift",
+                "warning" if laxer else "error",
+                "Pod",
+                ns,
+                name,
                 f"the sidecar enforces {actual} on {where}, but policy says {expected} ({_ref(by)})",
                 f"istioctl proxy-status {name}.{ns}; kubectl delete pod {name} -n {ns}   # restart for fresh config",
-                pods=[f"{ns}/{name}"], port=port, enforced=actual, expected=expected,
+                pods=[f"{ns}/{name}"],
+                port=port,
+                enforced=actual,
+                expected=expected,
                 filter_chains=entry["filter_chains"],
             )

@@ -72,11 +72,19 @@ def probe_not_rewritten(ctx: Context) -> Iterator[Finding]:
                     continue
                 state = "rewriting is off" if not enabled else "it was not rewritten (created before injection?)"
                 yield finding(
-                    "probe-not-rewritten", "error", "Pod", ns, name,
+                    "probe-not-rewritten",
+                    "error",
+                    "Pod",
+                    ns,
+                    name,
                     f"{probe_kind} ({handler}) of container {container.get('name')} hits STRICT "
                     f"port {port} directly: {state}; the kubelet's plaintext probe will be rejected",
-                    "remove sidecar.istio.io/rewriteAppHTTPProbers: \"false\" from the pod template and restart it"
-                    if not enabled else f"kubectl delete pod {name} -n {ns}   # re-injection rewrites the probe",
-                    pods=[f"{ns}/{name}"], container=container.get("name"), probe=probe_kind, port=port,
+                    'remove sidecar.istio.io/rewriteAppHTTPProbers: "false" from the pod template and restart it'
+                    if not enabled
+                    else f"kubectl delete pod {name} -n {ns}   # re-injection rewrites the probe",
+                    pods=[f"{ns}/{name}"],
+                    container=container.get("name"),
+                    probe=probe_kind,
+                    port=port,
                     rewrite=why,
                 )

@@ -96,9 +96,16 @@ def sidecar_missing(ctx: Context) -> Iterator[Finding]:
         else:
             hint = _restart(pod)  # injection is on: the pod predates it
         yield finding(
-            "sidecar-missing", "error", "Pod", ns, name,
+            "sidecar-missing",
+            "error",
+            "Pod",
+            ns,
+            name,
             f"no istio-proxy sidecar, but STRICT mTLS applies to it ({why})",
-            hint, pods=[f"{ns}/{name}"], strict_because=why, opted_out=opt_out,
+            hint,
+            pods=[f"{ns}/{name}"],
+            strict_because=why,
+            opted_out=opt_out,
         )
 
 
@@ -134,12 +141,17 @@ def injection_disabled(ctx: Context) -> Iterator[Finding]:
         label = labels_of(namespace).get("istio-injection")
         state = f"istio-injection={label}" if label else "no istio-injection or istio.io/rev label"
         yield finding(
-            "injection-disabled", "warning", "Namespace", "", ns,
+            "injection-disabled",
+            "warning",
+            "Namespace",
+            "",
+            ns,
             f"{state}, yet {len(meshed)} pod(s) here have sidecars"
             + (" and STRICT applies" if strict else "")
             + ": new pods will start without one",
             f"kubectl label namespace {ns} istio-injection=enabled --overwrite",
-            pods=[f"{ns}/{key_of(p)[1]}" for p in pods if not podinfo.has_envoy(p)], label=label,
+            pods=[f"{ns}/{key_of(p)[1]}" for p in pods if not podinfo.has_envoy(p)],
+            label=label,
         )
 
 
@@ -167,9 +179,14 @@ def ambient_workload(ctx: Context) -> Iterator[Finding]:
             by_ns.setdefault(ns, []).append(f"{ns}/{name}")
     for ns, pods in sorted(by_ns.items()):
         yield finding(
-            "ambient-workload", "info", "Namespace", "", ns,
+            "ambient-workload",
+            "info",
+            "Namespace",
+            "",
+            ns,
             f"{len(pods)} ambient pod(s) in {ns}: mTLS is done by ztunnel",
-            f"istioctl ztunnel-config certificates -n {ns}", pods=pods,
+            f"istioctl ztunnel-config certificates -n {ns}",
+            pods=pods,
         )
 
 
@@ -199,9 +216,14 @@ def proxy_not_synced(ctx: Context) -> Iterator[Finding]:
         status = ctx.proxy_status.get((ns, name))
         if status is None:
             yield finding(
-                "proxy-not-synced", "warning", "Pod", ns, name,
+                "proxy-not-synced",
+                "warning",
+                "Pod",
+                ns,
+                name,
                 "sidecar not listed by istioctl proxy-status: it is not connected to istiod",
-                f"kubectl logs {name} -n {ns} -c istio-proxy | grep -i xds", pods=[f"{ns}/{name}"],
+                f"kubectl logs {name} -n {ns} -c istio-proxy | grep -i xds",
+                pods=[f"{ns}/{name}"],
             )
             continue
         state = status.state
@@ -213,12 +235,20 @@ def proxy_not_synced(ctx: Context) -> Iterator[Finding]:
         reason = f": {status.error}" if getattr(status, "error", None) else ""
         hint = (
             f"kubectl logs -n {ctx.options.istio_namespace} -l app=istiod | grep 'ACK ERROR.*{name}'"
-            if state == "ERROR" else _restart(pod)
+            if state == "ERROR"
+            else _restart(pod)
         )
         yield finding(
-            "proxy-not-synced", severity, "Pod", ns, name,
-            f"sidecar is {state} ({detail}){reason}", hint,
-            pods=[f"{ns}/{name}"], types=status.types, istiod=status.istiod,
+            "proxy-not-synced",
+            severity,
+            "Pod",
+            ns,
+            name,
+            f"sidecar is {state} ({detail}){reason}",
+            hint,
+            pods=[f"{ns}/{name}"],
+            types=status.types,
+            istiod=status.istiod,
         )
 
 
@@ -253,7 +283,11 @@ def mixed_sidecar_service(ctx: Context) -> Iterator[Finding]:
             continue
         strict = any(ctx.effective(p).mode == "STRICT" for p in with_sidecar)
         yield finding(
-            "mixed-sidecar-service", "error" if strict else "warning", "Service", ns, name,
+            "mixed-sidecar-service",
+            "error" if strict else "warning",
+            "Service",
+            ns,
+            name,
             f"selects {len(with_sidecar)} pod(s) with a sidecar and {len(without)} without"
             + (" while STRICT applies" if strict else ""),
             " && ".join(dict.fromkeys(_restart(p) for p in without)),

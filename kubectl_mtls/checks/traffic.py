@@ -82,13 +82,23 @@ def destinationrule_tls_conflict(ctx: Context) -> Iterator[Finding]:
                         continue
                     seen.add(key)
                     yield finding(
-                        "destinationrule-tls-conflict", "error", "DestinationRule", dr_ns, dr_name,
+                        "destinationrule-tls-conflict",
+                        "error",
+                        "DestinationRule",
+                        dr_ns,
+                        dr_name,
                         f"gives {mode} ({where.split(': ', 1)[-1]}) for {svc_ns}/{svc_name}:{port}, "
                         "whose pods are STRICT",
                         f"kubectl edit destinationrule {dr_name} -n {dr_ns}   # tls.mode: ISTIO_MUTUAL, or drop tls",
-                        pods=servers, service=f"{svc_ns}/{svc_name}", port=port, mode=mode, where=where,
-                        client_namespaces=[c for c in clients if destinationrule.select(
-                            rules, _fqdn(svc), c, svc_ns, root) == selected] or [client_ns],
+                        pods=servers,
+                        service=f"{svc_ns}/{svc_name}",
+                        port=port,
+                        mode=mode,
+                        where=where,
+                        client_namespaces=[
+                            c for c in clients if destinationrule.select(rules, _fqdn(svc), c, svc_ns, root) == selected
+                        ]
+                        or [client_ns],
                         step=selected.step,
                     )
 
@@ -134,18 +144,32 @@ def outbound_plaintext_to_strict(ctx: Context) -> Iterator[Finding]:
             dr_text = f" (DestinationRule {dr['namespace']}/{dr['name']})" if dr and dr.get("name") else ""
             if mode in NOT_ISTIO_MTLS:
                 message = f"sends {mode} to STRICT {key[0]}/{key[1]}:{cluster['port']}{dr_text}"
-                hint = (f"kubectl edit destinationrule {dr['name']} -n {dr['namespace']}   # tls.mode: ISTIO_MUTUAL"
-                        if dr and dr.get("name") else f"kubectl get destinationrule -A | grep {key[1]}")
+                hint = (
+                    f"kubectl edit destinationrule {dr['name']} -n {dr['namespace']}   # tls.mode: ISTIO_MUTUAL"
+                    if dr and dr.get("name")
+                    else f"kubectl get destinationrule -A | grep {key[1]}"
+                )
             elif mode == "AUTO" and cluster["endpoints"] and (cluster["mtls_endpoints"] or 0) < cluster["endpoints"]:
                 plain = cluster["endpoints"] - (cluster["mtls_endpoints"] or 0)
-                message = (f"sends plaintext to {plain} of {cluster['endpoints']} endpoints of STRICT "
-                           f"{key[0]}/{key[1]}:{cluster['port']} (no tlsMode: istio label: no sidecar there)")
+                message = (
+                    f"sends plaintext to {plain} of {cluster['endpoints']} endpoints of STRICT "
+                    f"{key[0]}/{key[1]}:{cluster['port']} (no tlsMode: istio label: no sidecar there)"
+                )
                 hint = f"kubectl mtls check namespace {key[0]}   # find the server pods without a sidecar"
             else:
                 continue
             yield finding(
-                "outbound-plaintext-to-strict", "error", "Pod", ns, name, message, hint,
-                pods=[f"{ns}/{name}"], cluster=cluster["name"], tls_mode=mode, servers=servers,
+                "outbound-plaintext-to-strict",
+                "error",
+                "Pod",
+                ns,
+                name,
+                message,
+                hint,
+                pods=[f"{ns}/{name}"],
+                cluster=cluster["name"],
+                tls_mode=mode,
+                servers=servers,
                 destination_rule=dr,
             )
 

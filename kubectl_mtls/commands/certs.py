@@ -87,9 +87,7 @@ def run(args: argparse.Namespace) -> int:
     for proxy in proxies:
         for note in proxy.model["incomplete"]:
             if proxy.model["sidecar"] in ("present", "native"):
-                incomplete.append(
-                    {"namespace": proxy.model["namespace"], "pod": proxy.model["pod"], "error": note}
-                )
+                incomplete.append({"namespace": proxy.model["namespace"], "pod": proxy.model["pod"], "error": note})
     data = {"items": items, "incomplete": incomplete}
     style = Style.detect(args.no_color)
     emit(data, args.output, args.query, lambda d, wide: table(d, wide, style))
@@ -123,9 +121,7 @@ def table(data: dict[str, Any], wide: bool, style: Style) -> str:
                 fp,
             ]
         )
-    text = columns(
-        ["NAMESPACE", "POD", "SECRET", "ROLE", "SUBJECT / SAN", "NOT AFTER", "TIME LEFT", "SHA-256"], rows
-    )
+    text = columns(["NAMESPACE", "POD", "SECRET", "ROLE", "SUBJECT / SAN", "NOT AFTER", "TIME LEFT", "SHA-256"], rows)
     if not data["items"]:
         text = "No certificates found.\n"
     for entry in data["incomplete"]:

@@ -10,7 +10,7 @@ from ..checks.base import AREAS, Check, all_checks
 from ..errors import EXIT_GATHER, EXIT_OK, EXIT_PROBLEM, NotFoundError, UsageError
 from ..render import Style, emit
 from ..sources import parse_pod_ref
-from .common import namespace_of, now, open_source, parse_duration
+from .common import namespace_of, now, open_source, parse_span, positive_int
 
 IGNORE_ANNOTATION = "mtls.kubectl.io/ignore"
 MARKS = {"ok": "√", "error": "×", "warning": "‼", "info": "·", "skipped": "?"}
@@ -55,12 +55,12 @@ def register(sub: Any, output: argparse.ArgumentParser, source: argparse.Argumen
     parser.add_argument("-A", "--all-namespaces", action="store_true", help="check the whole mesh")
     parser.add_argument("-l", "--selector", help="only check pods with these labels (e.g. app=reviews)")
     parser.add_argument("--logs", action="store_true", help="also read sidecar and istiod logs when scanning")
-    parser.add_argument("--tail", type=int, default=500, metavar="N", help="log lines to read per container")
+    parser.add_argument("--tail", type=positive_int, default=500, metavar="N", help="log lines to read per container")
     parser.add_argument(
         "--expiring-within",
-        type=parse_duration,
+        type=parse_span,
         metavar="DURATION",
-        help="also warn about certificates expiring within this time (e.g. 72h)",
+        help="also warn about certificates expiring within this time (e.g. 72h, 30d)",
     )
     parser.add_argument(
         "--fail-on",
@@ -75,7 +75,7 @@ def register(sub: Any, output: argparse.ArgumentParser, source: argparse.Argumen
         metavar="CHECK[:NS/NAME]",
         help="suppress a check, or a check for one object (repeatable)",
     )
-    parser.add_argument("--concurrency", type=int, default=8, metavar="N", help="sidecars read at once")
+    parser.add_argument("--concurrency", type=positive_int, default=8, metavar="N", help="sidecars read at once")
     parser.set_defaults(handler=run)
 
 
@@ -137,6 +137,8 @@ def run(args: argparse.Namespace) -> int:
     checks = all_checks()
     known = {c.slug for c in checks}
     for rule in args.ignore:
+        if rule.endswith(":"):
+            raise UsageError(f"--ignore {rule}: name the object after ':' (NAMESPACE/NAME), or drop the ':'")
         if rule.partition(":")[0] not in known:
             raise UsageError(f"--ignore {rule}: no check named {rule.partition(':')[0]!r} (see kubectl mtls explain)")
     source = open_source(args)
@@ -158,7 +160,7 @@ def run(args: argparse.Namespace) -> int:
     if scope.namespace and known_namespaces and scope.namespace not in ctx.namespaces:
         raise NotFoundError(f'namespaces "{scope.namespace}" not found')
     if ctx.available("pods") and not ctx.targets:
-        where = f"namespace {scope.namespace}" if scope.namespace else "the cluster"
+        where = f"namespace {scope.namespace}" if scope.namespace else "any namespace"
         ctx.note("pods", f"no pods to check in {where}" + (f" matching {scope.selector}" if scope.selector else ""))
     findings: list[dict[str, Any]] = []
     statuses: list[dict[str, str]] = []
@@ -183,6 +185,7 @@ def run(args: argparse.Namespace) -> int:
         statuses.append({"check": item.slug, "area": item.area, "status": _worst(kept)})
     summary = {sev: sum(1 for f in findings if f["severity"] == sev) for sev in ("error", "warning", "info")}
     summary["suppressed"] = suppressed
+    summary["skipped"] = sum(1 for status in statuses if status["status"] == "skipped")
     data = {"findings": findings, "summary": summary, "incomplete": ctx.incomplete, "checks": statuses}
     style = Style.detect(args.no_color)
     by_slug = {c.slug: c for c in checks}
@@ -246,8 +249,14 @@ def table(data: dict[str, Any], checks: dict[str, Check], style: Style, wide: bo
         lines += [style.warn(f"? {i['what']}: {i['why']}") for i in data["incomplete"]]
         lines.append("")
     s = data["summary"]
-    verdict = style.error("×") if s["error"] else style.warn("‼") if s["warning"] else style.ok("√")
+    if s["error"]:
+        verdict = style.error("×")
+    elif s["warning"]:
+        verdict = style.warn("‼")
+    else:  # nothing found is only "fine" if every check could run
+        verdict = style.warn("?") if s.get("skipped") else style.ok("√")
     extra = f", {s['suppressed']} suppressed" if s["suppressed"] else ""
+    extra += f", {s['skipped']} check(s) could not run" if s.get("skipped") else ""
     lines.append(
         f"Status check results are {verdict}: {s['error']} error(s), {s['warning']} warning(s), {s['info']} info{extra}"
     )

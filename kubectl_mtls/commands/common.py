@@ -35,12 +35,32 @@ def parse_duration(value: str) -> float:
     return total
 
 
+def parse_span(value: str) -> float:
+    """A length of time for certificate horizons: --request-timeout's forms plus days and weeks (30d, 2w)."""
+    text = value.strip()
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)([dw])", text)
+    if match:
+        return float(match.group(1)) * (86400.0 if match.group(2) == "d" else 7 * 86400.0)
+    try:
+        return parse_duration(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"invalid duration {value!r}: use e.g. 72h, 30d or 2w") from None
+
+
+def positive_int(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a positive integer")
+    return number
+
+
 def output_parent() -> argparse.ArgumentParser:
     parent = argparse.ArgumentParser(add_help=False)
     group = parent.add_argument_group("output")
-    group.add_argument(
-        "-o", "--output", choices=FORMATS, default="table", help="output format (default: table)"
-    )
+    group.add_argument("-o", "--output", choices=FORMATS, default="table", help="output format (default: table)")
     group.add_argument("--query", metavar="JMESPATH", help="JMESPath expression applied to the JSON output")
     group.add_argument("--no-color", action="store_true", help="no colour (also: NO_COLOR set)")
     return parent
@@ -64,7 +84,10 @@ def source_parent() -> argparse.ArgumentParser:
     )
     group.add_argument("--istioctl", metavar="PATH", help="istioctl binary (default: istioctl on PATH)")
     group.add_argument(
-        "-i", "--istio-namespace", default="istio-system", metavar="NS",
+        "-i",
+        "--istio-namespace",
+        default="istio-system",
+        metavar="NS",
         help="namespace of istiod and its CA (default istio-system)",
     )
     group.add_argument(
@@ -120,7 +143,4 @@ def require(condition: bool, message: str) -> None:
 
 
 def pod_names(pods: list[dict[str, Any]]) -> list[tuple[str, str]]:
-    return [
-        ((p.get("metadata") or {}).get("namespace", ""), (p.get("metadata") or {}).get("name", ""))
-        for p in pods
-    ]
+    return [((p.get("metadata") or {}).get("namespace", ""), (p.get("metadata") or {}).get("name", "")) for p in pods]

@@ -13,7 +13,9 @@ from ..render import columns, emit
 
 def register(sub: Any, output: argparse.ArgumentParser) -> None:
     parser = sub.add_parser(
-        "explain", parents=[output], help="explain a check (no argument: list them all)",
+        "explain",
+        parents=[output],
+        help="explain a check (no argument: list them all)",
         description="Print what a check looks at, why it breaks mTLS and how to fix it. "
         "Without a CHECK, list every check.",
     )
@@ -30,15 +32,32 @@ def run(args: argparse.Namespace) -> int:
             hint = f"; did you mean {', '.join(close)}?" if close else "; 'kubectl mtls explain' lists them"
             raise UsageError(f"no check named {args.check!r}{hint}")
         item = match[0]
-        data: Any = {"check": item.slug, "area": item.area, "severity": item.severity, "title": item.title,
-                     "reads": list(item.reads), "explain": item.explain}
-        emit(data, args.output, args.query,
-             lambda d, wide: f"{d['check']} ({d['severity']}, {d['area']})\n{d['title']}\n\n{d['explain']}\n"
-             f"\nReads: {', '.join(d['reads'])}\n")
+        data: Any = {
+            "check": item.slug,
+            "area": item.area,
+            "severity": item.severity,
+            "title": item.title,
+            "reads": list(item.reads),
+            "explain": item.explain,
+        }
+        emit(
+            data,
+            args.output,
+            args.query,
+            lambda d, wide: (
+                f"{d['check']} ({d['severity']}, {d['area']})\n{d['title']}\n\n{d['explain']}\n"
+                f"\nReads: {', '.join(d['reads'])}\n"
+            ),
+        )
         return 0
-    data = {"checks": [{"check": c.slug, "area": c.area, "severity": c.severity, "title": c.title}
-                       for c in checks]}
-    emit(data, args.output, args.query,
-         lambda d, wide: columns(["CHECK", "SEVERITY", "AREA", "WHAT IT CHECKS"],
-                                 [[c["check"], c["severity"], c["area"], c["title"]] for c in d["checks"]]))
+    data = {"checks": [{"check": c.slug, "area": c.area, "severity": c.severity, "title": c.title} for c in checks]}
+    emit(
+        data,
+        args.output,
+        args.query,
+        lambda d, wide: columns(
+            ["CHECK", "SEVERITY", "AREA", "WHAT IT CHECKS"],
+            [[c["check"], c["severity"], c["area"], c["title"]] for c in d["checks"]],
+        ),
+    )
     return 0

@@ -17,9 +17,7 @@ def restart_command(proxy: Proxy) -> str:
         kind, owner_name = owner.get("kind"), str(owner.get("name") or "")
         template_hash = (meta.get("labels") or {}).get("pod-template-hash")
         if kind == "ReplicaSet" and template_hash and owner_name.endswith(f"-{template_hash}"):
-            return (
-                f"kubectl rollout restart deployment/{owner_name.removesuffix('-' + template_hash)} -n {ns}"
-            )
+            return f"kubectl rollout restart deployment/{owner_name.removesuffix('-' + template_hash)} -n {ns}"
         if kind in ("StatefulSet", "DaemonSet"):
             return f"kubectl rollout restart {kind.lower()}/{owner_name} -n {ns}"
     return f"kubectl delete pod {name} -n {ns}"
@@ -45,9 +43,7 @@ def _short(fp: str | None) -> str:
     return (fp[:23] + "…") if fp else "unknown root"
 
 
-def rootdiff_verdict(
-    src: Proxy, dst: Proxy, result: dict[str, Any], moment: Any = None
-) -> tuple[str, str | None]:
+def rootdiff_verdict(src: Proxy, dst: Proxy, result: dict[str, Any], moment: Any = None) -> tuple[str, str | None]:
     for side in (src, dst):
         kind = side.model["sidecar"]
         if kind == "absent":

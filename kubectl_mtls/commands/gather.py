@@ -17,19 +17,13 @@ from ..sources.snapshot import FROM_DUMP
 WORKERS = 8  # istioctl calls are mostly waiting on port-forwards; more would load the API server
 
 
-def load_proxy(
-    source: Source, namespace: str, name: str, now: datetime, pod: dict[str, Any] | None = None
-) -> Proxy:
+def load_proxy(source: Source, namespace: str, name: str, now: datetime, pod: dict[str, Any] | None = None) -> Proxy:
     """One pod's model. Errors propagate: commands about named pods stop on them."""
     if pod is None:
         pod = source.get_pod(namespace, name)
     kind = podinfo.sidecar_kind(pod)
     if kind not in ("present", "native"):
-        note = (
-            "pod has no istio-proxy sidecar"
-            if kind == "absent"
-            else "ambient pod: ztunnel holds its identity"
-        )
+        note = "pod has no istio-proxy sidecar" if kind == "absent" else "ambient pod: ztunnel holds its identity"
         return build(namespace, name, pod, None, now, [note])
     documents = source.proxy_documents(namespace, name)
     from_dump = ((pod.get("metadata") or {}).get("annotations") or {}).get(FROM_DUMP)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from ..checks.context import Context, Options, Scope, key_of, labels_of, target_port
@@ -328,6 +329,20 @@ def walk(
                 )
             )
             return steps
+        if enforced is None:
+            # No inbound chain for the port and no catch-all: we did not see what the sidecar enforces.
+            done(
+                step(
+                    "server-mode",
+                    None,
+                    f"{ref} port {tport}: the sidecar's inbound listener for this port was not in its config "
+                    f"(policy says {policy})",
+                    f"istioctl proxy-config listener {key_of(pod)[1]}.{key_of(pod)[0]} --port 15006",
+                    port=tport,
+                    policy=policy,
+                )
+            )
+            return steps
     if done(
         step(
             "server-mode",
@@ -348,19 +363,23 @@ def walk(
         ref = "/".join(key_of(pod))
         for who, proxy_ in ((src_ref, src_proxy), (ref, proxy)):
             for cert in proxy_.model["certificates"][:1]:
-                from datetime import datetime
-
-                if datetime.fromisoformat(cert["not_after"].replace("Z", "+00:00")) < ctx.now:
-                    done(
-                        step(
-                            "trust",
-                            False,
-                            f"{who}'s workload certificate expired at {cert['not_after']}",
-                            restart_command(proxy_),
-                            not_after=cert["not_after"],
-                        )
+                if _moment(cert["not_after"]) < ctx.now:
+                    problem = f"expired at {cert['not_after']}"
+                elif _moment(cert["not_before"]) > ctx.now:
+                    problem = f"is not valid before {cert['not_before']} (clock skew)"
+                else:
+                    continue
+                done(
+                    step(
+                        "trust",
+                        False,
+                        f"{who}'s workload certificate {problem}",
+                        restart_command(proxy_),
+                        not_before=cert["not_before"],
+                        not_after=cert["not_after"],
                     )
-                    return steps
+                )
+                return steps
         for chain_of, roots_of, a, b in ((src_proxy, proxy, src_ref, ref), (proxy, src_proxy, ref, src_ref)):
             ok, why = verify_chain([c.cert for c in chain_of.chain], [r.cert for r in roots_of.roots], ctx.now)
             if not ok:
@@ -426,6 +445,10 @@ def walk(
     if probe is not None:
         steps.append(probe(src, dst, port))
     return steps
+
+
+def _moment(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
 def _why(ctx: Context, ref: str) -> str:

@@ -60,9 +60,7 @@ def table(model: dict[str, Any], wide: bool, style: Style) -> str:
             if leaf["chain_verified"]
             else style.error(f"does NOT verify to the pod's roots ({model['chain_error']})")
         )
-        out.append(
-            f"CERT       expires {leaf['not_after']}, chain of {len(model['certificates'])}, {verified}"
-        )
+        out.append(f"CERT       expires {leaf['not_after']}, chain of {len(model['certificates'])}, {verified}")
     out.append("")
     if model["certificates"] or model["roots"]:
         rows = [
@@ -73,10 +71,7 @@ def table(model: dict[str, Any], wide: bool, style: Style) -> str:
                 short(c["fingerprint_sha256"], wide),
             ]
             for c in model["certificates"]
-        ] + [
-            ["ROOTCA", r["subject"], r["not_after"], short(r["fingerprint_sha256"], wide)]
-            for r in model["roots"]
-        ]
+        ] + [["ROOTCA", r["subject"], r["not_after"], short(r["fingerprint_sha256"], wide)] for r in model["roots"]]
         out.append(columns(["SECRET", "SUBJECT / SAN", "NOT AFTER", "SHA-256 FINGERPRINT"], rows))
     if model["inbound"]:
         rows = [

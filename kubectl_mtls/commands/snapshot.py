@@ -23,7 +23,7 @@ from ..sources.snapshot import (
     log_path,
     stats_path,
 )
-from .common import namespace_of, now, open_source
+from .common import namespace_of, now, open_source, positive_int
 from .gather import WORKERS
 
 ROOT_NAMESPACE = "istio-system"  # mesh-wide policies live here (meshConfig rootNamespace default)
@@ -46,12 +46,16 @@ def register(sub: Any, output: argparse.ArgumentParser, source: argparse.Argumen
     parser.add_argument("-l", "--selector", help="label selector for pods")
     parser.add_argument("--force", action="store_true", help="replace an earlier snapshot in DIR")
     parser.add_argument(
-        "--logs", action="store_true",
+        "--logs",
+        action="store_true",
         help="also save the last istio-proxy log lines of each sidecar and istiod's (for check's log checks)",
     )
-    parser.add_argument("--tail", type=int, default=500, metavar="N", help="log lines per container with --logs")
     parser.add_argument(
-        "--stats", action="store_true",
+        "--tail", type=positive_int, default=500, metavar="N", help="log lines per container with --logs"
+    )
+    parser.add_argument(
+        "--stats",
+        action="store_true",
         help="also save each sidecar's Prometheus stats (who sends plaintext: for strict-ready)",
     )
     parser.set_defaults(handler=run)

@@ -19,7 +19,7 @@ from ..checks.context import Context, Options, Scope, key_of, labels_of, meta
 from ..errors import EXIT_GATHER, EXIT_OK, EXIT_PROBLEM, MtlsError
 from ..normalize import pod as podinfo
 from ..render import Style, columns, emit
-from .common import namespace_of, now, open_source
+from .common import namespace_of, now, open_source, positive_int
 
 # Checks whose findings appear only once STRICT is in force: run them against the simulated switch.
 AFTER_SWITCH = (
@@ -47,9 +47,21 @@ def register(sub: Any, output: argparse.ArgumentParser, source: argparse.Argumen
     parser.add_argument("-A", "--all-namespaces", action="store_true", help="the whole mesh (mesh-wide switch)")
     parser.add_argument("-l", "--selector", help="only workloads whose pods have these labels")
     parser.add_argument("--prometheus", metavar="URL", help="also read the metrics' history from this Prometheus")
-    parser.add_argument("--window", default="7d", help="history window with --prometheus (default 7d)")
-    parser.add_argument("--concurrency", type=int, default=8, metavar="N", help="sidecars read at once")
+    parser.add_argument(
+        "--window", default="7d", type=_window, help="history window with --prometheus (default 7d; e.g. 12h, 14d)"
+    )
+    parser.add_argument("--concurrency", type=positive_int, default=8, metavar="N", help="sidecars read at once")
     parser.set_defaults(handler=run)
+
+
+def _window(value: str) -> str:
+    from ..errors import UsageError
+    from ..sources.prometheus import check_window
+
+    try:
+        return check_window(value)
+    except UsageError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def workload_of(pod: dict[str, Any]) -> str:
@@ -132,7 +144,9 @@ def _callers(
         from ..sources.prometheus import PrometheusSource
 
         try:
-            merge(PrometheusSource(args.prometheus).plaintext_callers(scope.namespace, args.window))
+            history = PrometheusSource(args.prometheus).traffic(scope.namespace, args.window)
+            merge(plaintext_callers(history))
+            seen.update(seen_destinations(history))  # workloads that only ever saw mTLS are ready
         except MtlsError as exc:
             ctx.note(f"Prometheus {args.prometheus}", str(exc))
     return {k: list(v.values()) for k, v in by_workload.items()}, seen, listener_stats
@@ -167,6 +181,9 @@ def run(args: argparse.Namespace) -> int:
         for p in meshed
         if today[key_of(p)].mode != "STRICT" or any(m != "STRICT" for m in today[key_of(p)].ports.values())
     ]
+    if not meshed:
+        where = f"namespace {scope.namespace}" if scope.namespace else "any namespace"
+        ctx.note("pods", f"no sidecar pods in {where}" + (f" matching {scope.selector}" if scope.selector else ""))
     callers, seen, listener = _callers(ctx, source, lax, args, scope)
 
     workloads: dict[tuple[str, str], list[dict[str, Any]]] = {}
@@ -260,6 +277,8 @@ def run(args: argparse.Namespace) -> int:
     verdicts = {r["verdict"] for r in rows}
     errors = [f for f in findings if f["severity"] == "error"]
     overall = "not ready" if errors or "not ready" in verdicts else "unknown" if "unknown" in verdicts else "ready"
+    if not meshed:  # nothing to judge: neither ready nor not ready
+        overall = "unknown"
     data = {
         "verdict": overall,
         "workloads": rows,
@@ -303,7 +322,9 @@ def table(data: dict[str, Any], style: Style) -> str:
             rows.append([w["namespace"], w["workload"], w["mode"], paint[w["verdict"]](w["verdict"]), callers])
         lines.append(columns(["NAMESPACE", "WORKLOAD", "MODE NOW", "VERDICT", "PLAINTEXT CALLERS"], rows).rstrip())
     else:
-        lines.append("Every workload in scope already enforces STRICT.")
+        lines.append(
+            "No workload to switch." if data["incomplete"] else "Every workload in scope already enforces STRICT."
+        )
     after = [f for f in data["findings"] if f["message"].startswith("after the switch")]
     if after:
         lines += ["", style.bold("would break after the switch")]

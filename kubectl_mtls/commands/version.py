@@ -11,9 +11,7 @@ from ..render import emit
 
 
 def register(sub: Any, output: argparse.ArgumentParser) -> None:
-    parser = sub.add_parser(
-        "version", parents=[output], help="print the version", description="Print the version."
-    )
+    parser = sub.add_parser("version", parents=[output], help="print the version", description="Print the version.")
     parser.set_defaults(handler=run)
 
 

@@ -76,8 +76,10 @@ def parse_bundle(data: bytes, trust_domain: str | None = None) -> list[ParsedCer
             _BUNDLES.clear()
         _BUNDLES[key] = cached
     # Callers annotate the info dicts (chain_verified): hand out copies.
-    return [ParsedCert(info={**p.info, "sans": {k: list(v) for k, v in p.info["sans"].items()}}, cert=p.cert)
-            for p in cached]
+    return [
+        ParsedCert(info={**p.info, "sans": {k: list(v) for k, v in p.info["sans"].items()}}, cert=p.cert)
+        for p in cached
+    ]
 
 
 def fingerprint(cert: x509.Certificate) -> str:

@@ -9,9 +9,7 @@ from .keys import JSON, items, obj, text
 from .tls import alpn, certificate_names, tls_context, validation
 
 # `metadata.filter_metadata.istio.config` names the DestinationRule Istio applied.
-DR_PATH = re.compile(
-    r"^/apis/networking\.istio\.io/[^/]+/namespaces/(?P<ns>[^/]+)/destination-rule/(?P<name>[^/]+)$"
-)
+DR_PATH = re.compile(r"^/apis/networking\.istio\.io/[^/]+/namespaces/(?P<ns>[^/]+)/destination-rule/(?P<name>[^/]+)$")
 
 
 def parse_name(name: str) -> tuple[str, int | None, str, str] | None:

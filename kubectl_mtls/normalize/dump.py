@@ -130,19 +130,14 @@ def _looks_like_cluster(item: JSON) -> bool:
 
 
 def _looks_like_listener(item: JSON) -> bool:
-    return any(
-        get(item, k) is not None
-        for k in ("address", "filter_chains", "listener_filters", "traffic_direction")
-    )
+    return any(get(item, k) is not None for k in ("address", "filter_chains", "listener_filters", "traffic_direction"))
 
 
 def _add_document(out: Sections, doc: Any, what: str) -> None:
     if isinstance(doc, list):
         for item in doc:
             if not isinstance(item, dict):
-                raise InputError(
-                    f"{what}: expected a list of Envoy clusters or listeners, found {type(item).__name__}"
-                )
+                raise InputError(f"{what}: expected a list of Envoy clusters or listeners, found {type(item).__name__}")
             if _looks_like_listener(item):
                 out.seen.add("listeners")
                 out.listeners.append(item)
@@ -150,9 +145,7 @@ def _add_document(out: Sections, doc: Any, what: str) -> None:
                 out.seen.add("clusters")
                 out.clusters.append(_trim(item))
             else:
-                raise InputError(
-                    f"{what}: list item {text(item, 'name')!r} is neither an Envoy cluster nor a listener"
-                )
+                raise InputError(f"{what}: list item {text(item, 'name')!r} is neither an Envoy cluster nor a listener")
         return
     if not isinstance(doc, dict):
         raise InputError(f"{what}: expected a JSON object or array, found {type(doc).__name__}")
@@ -177,13 +170,9 @@ def _add_section(out: Sections, section: Any) -> bool:
     if kind == "BootstrapConfigDump" or (not kind and get(section, "bootstrap") is not None):
         out.bootstrap = obj(section, "bootstrap")
         out.seen.add("bootstrap")
-    elif kind == "ClustersConfigDump" or (
-        not kind and any(get(section, k) is not None for k in CLUSTER_KEYS)
-    ):
+    elif kind == "ClustersConfigDump" or (not kind and any(get(section, k) is not None for k in CLUSTER_KEYS)):
         _add_clusters(out, section)
-    elif kind == "ListenersConfigDump" or (
-        not kind and any(get(section, k) is not None for k in LISTENER_KEYS)
-    ):
+    elif kind == "ListenersConfigDump" or (not kind and any(get(section, k) is not None for k in LISTENER_KEYS)):
         _add_listeners(out, section)
     elif kind == "SecretsConfigDump" or (not kind and any(get(section, k) is not None for k in SECRET_KEYS)):
         _add_secrets(out, section)

@@ -41,9 +41,7 @@ def validation(common: JSON) -> tuple[str | None, list[str]]:
     """(validation SDS secret name, SAN patterns the peer certificate must match)."""
     combined = obj(common, "combined_validation_context")
     default = obj(combined, "default_validation_context") or obj(common, "validation_context")
-    sds = obj(combined, "validation_context_sds_secret_config") or obj(
-        common, "validation_context_sds_secret_config"
-    )
+    sds = obj(combined, "validation_context_sds_secret_config") or obj(common, "validation_context_sds_secret_config")
     sans: list[str] = []
     for matcher in items(default, "match_subject_alt_names"):
         pattern = _san_matcher(matcher)

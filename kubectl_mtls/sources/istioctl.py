@@ -20,9 +20,7 @@ def find(explicit: str | None) -> str:
         raise GatherError(f"--istioctl {explicit}: not an executable file")
     found = shutil.which("istioctl")
     if not found:
-        raise GatherError(
-            "istioctl not found on PATH: install it, pass --istioctl PATH, or use --snapshot DIR"
-        )
+        raise GatherError("istioctl not found on PATH: install it, pass --istioctl PATH, or use --snapshot DIR")
     return found
 
 
@@ -42,6 +40,11 @@ def run(argv: list[str], timeout: float) -> bytes:
         raise GatherError(f"cannot run {argv[0]}: {exc.strerror or exc}") from None
     try:
         out, err = proc.communicate(timeout=timeout if timeout > 0 else None)
+    except KeyboardInterrupt:  # its own session does not get the terminal's Ctrl-C: stop it ourselves
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        raise
     except subprocess.TimeoutExpired:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)

@@ -124,18 +124,14 @@ class LiveSource:
             auth_settings=["BearerToken"],
         )
         try:
-            response = api.call_api(
-                method, url, header_params=headers, _request_timeout=self.conn.request_timeout
-            )
+            response = api.call_api(method, url, header_params=headers, _request_timeout=self.conn.request_timeout)
             data = response.read()
             status = response.status
         except ApiException as exc:
             body_text = exc.body if isinstance(exc.body, (str, bytes)) else b""
             status, data = exc.status or 0, body_text.encode() if isinstance(body_text, str) else body_text
         except HTTPError as exc:
-            raise GatherError(
-                f"cannot reach the Kubernetes API at {api.configuration.host}: {_reason(exc)}"
-            ) from None
+            raise GatherError(f"cannot reach the Kubernetes API at {api.configuration.host}: {_reason(exc)}") from None
         if status >= 400:
             raise _api_error(status, data, path)
         return bytes(data)

@@ -12,7 +12,9 @@ from typing import Any
 REDACTED_B64 = "W3JlZGFjdGVkXQ=="  # base64("[redacted]"), what Envoy writes
 PRIVATE_KEY_PEM = re.compile(rb"-----BEGIN [A-Z ]*PRIVATE KEY-----.*?-----END [A-Z ]*PRIVATE KEY-----", re.S)
 # Env values the diagnosis reads (probe rewriting, proxy metadata); every other value is dropped.
-KEPT_ENV = re.compile(r"^(ISTIO_KUBE_APP_PROBERS|ISTIO_META_[A-Z_]+|PROXY_CONFIG|ISTIO_META_MESH_ID)$")
+KEPT_ENV = re.compile(r"^(ISTIO_KUBE_APP_PROBERS|ISTIO_META_[A-Z_]+|PROXY_CONFIG)$")
+LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
+CERTIFICATE_PEM = re.compile(rb"-----BEGIN CERTIFICATE-----.*?-----END CERTIFICATE-----\n?", re.S)
 
 
 # A private_key whose value is anything but Envoy's redaction marker.
@@ -45,16 +47,23 @@ def has_private_key(data: bytes) -> bool:
 
 
 def scrub_pod(pod: dict[str, Any]) -> dict[str, Any]:
-    meta = dict(pod.get("metadata") or {})
-    meta.pop("managedFields", None)
     spec = dict(pod.get("spec") or {})
     for key in ("containers", "initContainers", "ephemeralContainers"):
         if key in spec:
             spec[key] = [_scrub_container(c) for c in spec[key] or []]
-    return {**pod, "metadata": meta, "spec": spec}
+    # metadata as for any object: last-applied-configuration would repeat the unredacted spec
+    return {**scrub_object(pod), "spec": spec}
 
 
 def _scrub_container(container: dict[str, Any]) -> dict[str, Any]:
+    """Env values and the command line of application containers can carry credentials: redacted.
+    istio-proxy's own arguments are Istio's and stay (they show how the sidecar was started)."""
+    out = dict(container)
+    if container.get("name") != "istio-proxy":
+        for key in ("command", "args"):
+            if isinstance(container.get(key), list):
+                out[key] = ["[redacted]"] * len(container[key])
+    container = out
     env = []
     for var in container.get("env") or []:
         name = str(var.get("name", ""))
@@ -70,7 +79,7 @@ def scrub_object(obj: dict[str, Any]) -> dict[str, Any]:
     meta.pop("managedFields", None)
     # last-applied-configuration repeats the whole object, secrets included for some kinds
     annotations = dict(meta.get("annotations") or {})
-    annotations.pop("kubectl.kubernetes.io/last-applied-configuration", None)
+    annotations.pop(LAST_APPLIED, None)
     if annotations or "annotations" in meta:
         meta["annotations"] = annotations
     return {**obj, "metadata": meta}
@@ -89,5 +98,20 @@ def scrub_secret(secret: dict[str, Any]) -> dict[str, Any]:
         "kind": "Secret",
         "metadata": {k: meta[k] for k in ("name", "namespace", "creationTimestamp", "uid") if k in meta},
         "type": secret.get("type"),
-        "data": {k: v for k, v in data.items() if k in CA_CERT_KEYS},
+        "data": {k: kept for k, v in data.items() if k in CA_CERT_KEYS and (kept := _certificates_only(v))},
     }
+
+
+def _certificates_only(value: Any) -> str | None:
+    """Only the CERTIFICATE blocks of a base64 Secret value: a bundle may also carry its private key."""
+    import base64
+    import binascii
+
+    if not isinstance(value, str):
+        return None
+    try:
+        decoded = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    blocks = CERTIFICATE_PEM.findall(decoded)
+    return base64.b64encode(b"".join(blocks)).decode() if blocks else None

@@ -40,6 +40,17 @@ def log_path(namespace: str, pod: str, container: str) -> str:
 FROM_DUMP = "kubectl-mtls.io/from-dump"
 
 
+def _check_metadata(item: dict[str, Any], where: str, named: bool) -> None:
+    """Hand-made snapshots may omit fields, but what is there must have the API's types. Pods need a
+    name: every command names them. (Other kinds may come from bare manifests without one.)"""
+    meta = item.get("metadata", {})
+    if not isinstance(meta, dict):
+        raise InputError(f"{where}: metadata must be an object")
+    name, namespace = meta.get("name", ""), meta.get("namespace", "")
+    if not isinstance(name, str) or not isinstance(namespace, str) or (named and not name):
+        raise InputError(f"{where} needs a string metadata.name" + (" and metadata.namespace" if named else ""))
+
+
 class SnapshotSource:
     def __init__(self, directory: str) -> None:
         self.root = Path(directory)
@@ -52,10 +63,13 @@ class SnapshotSource:
             loaded = jsonutil.loads(manifest.read_bytes(), str(manifest))
             if not isinstance(loaded, dict) or loaded.get("format") != FORMAT:
                 raise InputError(f"{manifest}: not a kubectl-mtls snapshot manifest")
-            if int(loaded.get("version", 0)) > FORMAT_VERSION:
-                raise InputError(
-                    f"{manifest}: snapshot format {loaded.get('version')} is newer than this tool"
-                )
+            version = loaded.get("version", 0)
+            if not isinstance(version, int) or isinstance(version, bool):
+                raise InputError(f"{manifest}: 'version' must be an integer, not {version!r}")
+            if version > FORMAT_VERSION:
+                raise InputError(f"{manifest}: snapshot format {version} is newer than this tool")
+            if not isinstance(loaded.get("incomplete", []), list):
+                raise InputError(f"{manifest}: 'incomplete' must be a list")
             self.manifest = loaded
         elif not (self.root / "proxies").is_dir() and not (self.root / "kubernetes").is_dir():
             raise InputError(f"snapshot {directory}: neither {MANIFEST}, kubernetes/ nor proxies/ found")
@@ -71,6 +85,8 @@ class SnapshotSource:
                 raw = data.get("items") if isinstance(data, dict) else data
                 if not isinstance(raw, list) or not all(isinstance(i, dict) for i in raw):
                     raise InputError(f"{path}: expected {{'items': [objects]}}")
+                for index, item in enumerate(raw):
+                    _check_metadata(item, f"{path}: items[{index}]", named=plural == "pods")
                 items = raw
             elif plural == "pods":
                 items = self._pods_from_proxies()
@@ -182,11 +198,7 @@ class SnapshotWriter:
                 raise UsageError(f"{directory} exists and is not a directory")
             contents = list(self.target.iterdir())
             if contents and not (force and (self.target / MANIFEST).is_file()):
-                hint = (
-                    " (pass --force to replace an earlier snapshot)"
-                    if (self.target / MANIFEST).is_file()
-                    else ""
-                )
+                hint = " (pass --force to replace an earlier snapshot)" if (self.target / MANIFEST).is_file() else ""
                 raise UsageError(f"{directory} is not empty{hint}")
         parent = self.target.parent if str(self.target.parent) else Path(".")
         parent.mkdir(parents=True, exist_ok=True)

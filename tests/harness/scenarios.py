@@ -199,6 +199,8 @@ def rotation(mesh: Mesh, now: dt.datetime | None = None) -> Scenario:
         ),
     ]
     sc.pods[-1]["status"]["phase"] = "Succeeded"  # a finished Job pod: no sidecar needed any more
+    for pod, sidecar in ((sc.pods[1], orders), (sc.pods[2], payments)):
+        pod["spec"]["containers"][0]["ports"] = [{"name": "http", "containerPort": sidecar.inbound_port}]
     sc.proxy_status = proxy_status_table([(s.spec.pod, ns, {}) for s in (frontend, orders, payments)])
     sc.objects = [
         {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns, "labels": {"istio-injection": "enabled"}}},
@@ -207,14 +209,19 @@ def rotation(mesh: Mesh, now: dt.datetime | None = None) -> Scenario:
             {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": sa, "namespace": ns}}
             for sa in ("default", "frontend", "orders", "payments")
         ),
+        # The Services target the sidecars' real inbound ports (loopback ports in this harness), so what
+        # the listeners enforce is compared port by port, as on a cluster.
         *(
             {
                 "apiVersion": "v1",
                 "kind": "Service",
                 "metadata": {"name": app, "namespace": ns},
-                "spec": {"selector": {"app": app}, "ports": [{"name": "http", "port": 8080, "targetPort": 8080}]},
+                "spec": {
+                    "selector": {"app": app},
+                    "ports": [{"name": "http", "port": 8080, "targetPort": sidecar.inbound_port}],
+                },
             }
-            for app in ("orders", "payments")
+            for app, sidecar in (("orders", orders), ("payments", payments))
         ),
         {
             "apiVersion": "security.istio.io/v1",
