@@ -2,7 +2,7 @@
 
 One module-scoped mesh (3 servers, 2 clients, ~0.5 s to start) serves most scenarios; each client
 cluster targets one scenario so tests do not interfere. Expected strings come from
-/work/shared/reference/ERROR-SIGNATURES.md §1.
+../shared/reference/ERROR-SIGNATURES.md §1.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 The request is `curl` run through the Kubernetes exec API in SRC's application container, with a unique
 `x-request-id`. Istio's access-log format carries %REQ(X-REQUEST-ID)%, so SRC's sidecar log then says
 what happened to exactly this request: response code, response flags (UF, UC, NR...), response code
-details and the upstream transport failure reason. The rules (/work/shared/reference/ERROR-SIGNATURES.md
+details and the upstream transport failure reason. The rules (../shared/reference/ERROR-SIGNATURES.md
 section 2): UF with a transport failure reason = SRC's sidecar rejected the server (root, SAN, expiry,
 not TLS); UC without one = the server closed the connection (it rejected SRC's certificate, or had no
 filter chain: plaintext to STRICT); NR = no route; a 403 whose server-side line says

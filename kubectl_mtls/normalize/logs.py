@@ -1,7 +1,7 @@
 """Classify istio-proxy and istiod log lines into mTLS findings.
 
 Signatures are the exact strings measured on Envoy 1.40 and read from istiod's source
-(/work/shared/reference/ERROR-SIGNATURES.md). Two spellings of each exist: access logs replace spaces
+(../shared/reference/ERROR-SIGNATURES.md). Two spellings of each exist: access logs replace spaces
 inside ``%RESPONSE_CODE_DETAILS%``/``%..._TRANSPORT_FAILURE_REASON%`` with ``_`` while debug lines keep
 them, so every comparison runs on a normalised copy (lower case, ``_`` and ``-`` as spaces).
 

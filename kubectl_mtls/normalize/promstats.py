@@ -3,7 +3,7 @@
 Input is what an Istio sidecar serves on ``:15090/stats/prometheus`` (Envoy's ``/stats/prometheus``,
 ``istioctl experimental envoy-stats POD.NS --output prom``), or any other 0.0.4 text.
 
-Two readings (see /work/shared/reference/ERROR-SIGNATURES.md §5):
+Two readings (see ../shared/reference/ERROR-SIGNATURES.md §5):
 
 * :func:`plaintext_callers`: Istio standard metrics reported by the *server* (``reporter="destination"``),
   whose ``connection_security_policy`` says whether the connection carried mutual TLS. Who still sends

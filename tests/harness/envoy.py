@@ -13,7 +13,7 @@ Each :class:`RunningSidecar` is one ``envoy`` process with
 * one plain-HTTP listener on 127.0.0.1 per :class:`OutboundCluster`, routing to an Istio-shaped cluster
   ``outbound|<port>|<subset>|<host>`` (autoMtls / ISTIO_MUTUAL / DISABLE / SIMPLE shapes).
 
-Fidelity gaps versus a real sidecar are listed in /work/shared/reference/TEST-HARNESS.md §5 (STATIC clusters
+Fidelity gaps versus a real sidecar are listed in ../shared/reference/TEST-HARNESS.md §5 (STATIC clusters
 instead of EDS, 127.0.0.1 listeners instead of 15001/15006 + original_dst, inline routes, no Istio filters).
 """
 

@@ -3,7 +3,7 @@
 Serves discovery, GET list/get with label and field selectors, SelfSubjectAccessReview
 and Kubernetes-shaped Status errors, so both the official Python client and a real
 kubectl can run against it.  Stdlib only (plus PyYAML for the kubeconfig).
-Facts behind the details: /work/shared/reference/TEST-HARNESS.md sections 7 and 9.
+Facts behind the details: ../shared/reference/TEST-HARNESS.md sections 7 and 9.
 """
 
 from __future__ import annotations

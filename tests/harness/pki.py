@@ -1,6 +1,6 @@
 """Istio-like PKI for tests: a self-signed mesh root, optional intermediates, SPIFFE workload certs.
 
-Shapes follow what istiod issues (see /work/shared/reference/TEST-HARNESS.md §4):
+Shapes follow what istiod issues (see ../shared/reference/TEST-HARNESS.md §4):
 
 * root: ``O=<trust domain>`` only, CA:TRUE (critical), keyCertSign+cRLSign+digitalSignature (critical), SKI;
 * workload: **empty subject**, critical URI SAN ``spiffe://<td>/ns/<ns>/sa/<sa>``, CA:FALSE (critical),
