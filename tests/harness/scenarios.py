@@ -34,6 +34,23 @@ def proxy_status_table(rows: list[tuple[str, str, dict[str, str]]], version: str
     return "\n".join("".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in table) + "\n"
 
 
+def add_sidecar(
+    mesh: Mesh, namespace: str, pod: str, service_account: str, cert: Issued, roots: list[Issued], **kw: Any
+) -> RunningSidecar:
+    """Start one sidecar holding `cert` (secret default) and `roots` (secret ROOTCA)."""
+    return mesh.add(
+        Sidecar(
+            pod=pod,
+            namespace=namespace,
+            service_account=service_account,
+            cert_chain_pem=cert.cert_pem,
+            key_pem=cert.key_pem,
+            root_pems=[r.cert_pem for r in roots],
+            **kw,
+        )
+    )
+
+
 @dataclass
 class Scenario:
     namespace: str
@@ -112,54 +129,48 @@ def rotation(mesh: Mesh, now: dt.datetime | None = None) -> Scenario:
     orders_cert = cert(old_root, "orders", dt.timedelta(days=30))
     payments_cert = cert(new_root, "payments", dt.timedelta(days=2))
     frontend_cert = cert(new_root, "frontend", dt.timedelta(days=2))
-    orders = mesh.add(
-        Sidecar(
-            pod="orders-7f5b9c6d8-wq4zn",
-            namespace=ns,
-            service_account="orders",
-            cert_chain_pem=orders_cert.cert_pem,
-            key_pem=orders_cert.key_pem,
-            root_pems=[old_root.cert_pem],
-            inbound_mode="STRICT",
-            labels={"app": "orders"},
-        )
+    orders = add_sidecar(
+        mesh,
+        ns,
+        "orders-7f5b9c6d8-wq4zn",
+        "orders",
+        orders_cert,
+        [old_root],
+        inbound_mode="STRICT",
+        labels={"app": "orders"},
     )
-    payments = mesh.add(
-        Sidecar(
-            pod="payments-5d8c7b9f6-h3m9t",
-            namespace=ns,
-            service_account="payments",
-            cert_chain_pem=payments_cert.cert_pem,
-            key_pem=payments_cert.key_pem,
-            root_pems=[new_root.cert_pem],
-            inbound_mode="STRICT",
-            labels={"app": "payments"},
-        )
+    payments = add_sidecar(
+        mesh,
+        ns,
+        "payments-5d8c7b9f6-h3m9t",
+        "payments",
+        payments_cert,
+        [new_root],
+        inbound_mode="STRICT",
+        labels={"app": "payments"},
     )
-    frontend = mesh.add(
-        Sidecar(
-            pod="frontend-6c9f7d8b4-k2x7p",
-            namespace=ns,
-            service_account="frontend",
-            cert_chain_pem=frontend_cert.cert_pem,
-            key_pem=frontend_cert.key_pem,
-            root_pems=[new_root.cert_pem],
-            labels={"app": "frontend"},
-            outbound=[
-                OutboundCluster(
-                    f"orders.{ns}.svc.cluster.local",
-                    8080,
-                    orders.inbound_port or 0,
-                    expected_sans=[f"spiffe://cluster.local/ns/{ns}/sa/orders"],
-                ),
-                OutboundCluster(
-                    f"payments.{ns}.svc.cluster.local",
-                    8080,
-                    payments.inbound_port or 0,
-                    expected_sans=[f"spiffe://cluster.local/ns/{ns}/sa/payments"],
-                ),
-            ],
-        )
+    frontend = add_sidecar(
+        mesh,
+        ns,
+        "frontend-6c9f7d8b4-k2x7p",
+        "frontend",
+        frontend_cert,
+        [new_root],
+        labels={"app": "frontend"},
+        outbound=[
+            OutboundCluster(
+                f"orders.{ns}.svc.cluster.local",
+                8080,
+                orders.inbound_port or 0,
+                expected_sans=[f"spiffe://cluster.local/ns/{ns}/sa/orders"],
+            ),
+            OutboundCluster(
+                f"payments.{ns}.svc.cluster.local",
+                8080,
+                payments.inbound_port or 0,
+                expected_sans=[f"spiffe://cluster.local/ns/{ns}/sa/payments"],
+            ),
+        ],
     )
     sc.sidecars = {s.spec.pod: s for s in (frontend, orders, payments)}
     sc.pods = [
@@ -345,17 +356,7 @@ def broken_world(mesh: Mesh, now: dt.datetime | None = None) -> CheckWorld:
         # Like a real sidecar, every one has an inbound listener: it is what makes Envoy load the
         # `default` and `ROOTCA` secrets at all.
         kw.setdefault("inbound_mode", "STRICT")
-        return mesh.add(
-            Sidecar(
-                pod=pod,
-                namespace=ns,
-                service_account=sa,
-                cert_chain_pem=cert.cert_pem,
-                key_pem=cert.key_pem,
-                root_pems=[r.cert_pem for r in roots],
-                **kw,
-            )
-        )
+        return add_sidecar(mesh, ns, pod, sa, cert, roots, **kw)
 
     def cert(sa: str, ns: str = "app", root: Issued = current, **kw: Any) -> Issued:
         return make_workload(root, ns, sa, chain=[root], **kw)
@@ -510,38 +511,26 @@ def healthy_world(mesh: Mesh, now: dt.datetime | None = None) -> CheckWorld:
     root = make_root(not_before=now - dt.timedelta(days=30))
     w = CheckWorld(roots={"current": root})
     server_cert = make_workload(root, "ok", "server", chain=[root])
-    server = mesh.add(
-        Sidecar(
-            pod="server-1a2b3c4d5-aaaaa",
-            namespace="ok",
-            service_account="server",
-            cert_chain_pem=server_cert.cert_pem,
-            key_pem=server_cert.key_pem,
-            root_pems=[root.cert_pem],
-            inbound_mode="STRICT",
-        )
-    )
+    server = add_sidecar(mesh, "ok", "server-1a2b3c4d5-aaaaa", "server", server_cert, [root], inbound_mode="STRICT")
     client_cert = make_workload(root, "ok", "client", chain=[root])
     host = "server.ok.svc.cluster.local"
-    client = mesh.add(
-        Sidecar(
-            pod="client-2b3c4d5e6-bbbbb",
-            namespace="ok",
-            service_account="client",
-            cert_chain_pem=client_cert.cert_pem,
-            key_pem=client_cert.key_pem,
-            root_pems=[root.cert_pem],
-            outbound=[
-                OutboundCluster(
-                    host,
-                    80,
-                    server.inbound_port or 0,
-                    mode="ISTIO_MUTUAL",
-                    expected_sans=[spiffe_id("ok", "server")],
-                    destination_rule=("ok", "server"),
-                )
-            ],
-        )
+    client = add_sidecar(
+        mesh,
+        "ok",
+        "client-2b3c4d5e6-bbbbb",
+        "client",
+        client_cert,
+        [root],
+        outbound=[
+            OutboundCluster(
+                host,
+                80,
+                server.inbound_port or 0,
+                mode="ISTIO_MUTUAL",
+                expected_sans=[spiffe_id("ok", "server")],
+                destination_rule=("ok", "server"),
+            )
+        ],
     )
     server_pod = pod_object("ok", server.spec.pod, "server", "server", owner=("ReplicaSet", "server-1a2b3c4d5"))
     server_pod["spec"]["containers"][0]["readinessProbe"] = {
