@@ -6,12 +6,11 @@ from __future__ import annotations
 import base64
 from collections import Counter
 from collections.abc import Iterator
-from datetime import datetime
 from typing import Any
 
 from ..commands.fixes import restart_command
 from ..model import Proxy
-from ..normalize.certs import CertError, ParsedCert, describe, load_pem_bundle
+from ..normalize.certs import CertError, ParsedCert, describe, load_pem_bundle, parse_rfc3339
 from ..render import duration
 from .base import Finding, check, finding
 from .context import Context, key_of
@@ -19,9 +18,6 @@ from .context import Context, key_of
 AREA = "certificates and trust"
 YEAR = 365 * 86400.0
 
-
-def _when(text: str) -> datetime:
-    return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
 def _sidecars(ctx: Context) -> Iterator[tuple[dict[str, Any], Proxy]]:
@@ -98,7 +94,7 @@ istio-proxy logs).
 def cert_expired(ctx: Context) -> Iterator[Finding]:
     for _pod, proxy in _sidecars(ctx):
         for cert in proxy.model["certificates"]:
-            left = (_when(cert["not_after"]) - ctx.now).total_seconds()
+            left = (parse_rfc3339(cert["not_after"]) - ctx.now).total_seconds()
             if left < 0:
                 yield finding(
                     "cert-expired",
@@ -134,7 +130,7 @@ How to fix: fix time synchronisation (NTP/chrony) on the nodes involved, then re
 def cert_not_yet_valid(ctx: Context) -> Iterator[Finding]:
     for _, proxy in _sidecars(ctx):
         for cert in proxy.model["certificates"]:
-            ahead = (_when(cert["not_before"]) - ctx.now).total_seconds()
+            ahead = (parse_rfc3339(cert["not_before"]) - ctx.now).total_seconds()
             if ahead > 0:
                 yield finding(
                     "cert-not-yet-valid",
@@ -251,7 +247,7 @@ def cert_expiring(ctx: Context) -> Iterator[Finding]:
         if not proxy.model["certificates"]:
             continue
         leaf = proxy.model["certificates"][0]
-        start, end = _when(leaf["not_before"]), _when(leaf["not_after"])
+        start, end = parse_rfc3339(leaf["not_before"]), parse_rfc3339(leaf["not_after"])
         left = (end - ctx.now).total_seconds()
         lifetime = (end - start).total_seconds() or 1.0
         used = 1 - left / lifetime
@@ -419,7 +415,7 @@ root alongside the old one, switch the signing CA, restart workloads, then drop 
 def ca_root_expiring(ctx: Context) -> Iterator[Finding]:
     reference, kind, name, how = reference_roots(ctx)
     for root in reference:
-        left = (_when(root.info["not_after"]) - ctx.now).total_seconds()
+        left = (parse_rfc3339(root.info["not_after"]) - ctx.now).total_seconds()
         if left < YEAR:
             severity = "error" if left < 30 * 86400 else "warning"
             yield finding(

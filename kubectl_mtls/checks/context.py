@@ -262,6 +262,11 @@ class Context:
                 pass
         return mesh
 
+    def assume(self, kind: str, obj: dict[str, Any]) -> None:
+        """Reason as if `obj` existed (strict-ready's simulated policy); derived answers are recomputed."""
+        self._objects[kind] = [obj, *self.objects(kind)]
+        self._effective.clear()
+
     def effective(self, pod: dict[str, Any]) -> peerauthn.Effective:
         key = key_of(pod)
         if key not in self._effective:

@@ -8,9 +8,9 @@ from typing import Any
 
 from ..errors import EXIT_GATHER, EXIT_OK, EXIT_PROBLEM
 from ..model import Proxy
+from ..normalize.certs import parse_rfc3339
 from ..render import Style, columns, duration, emit
-from ..sources import parse_pod_ref
-from .common import namespace_of, now, open_source
+from .common import namespace_of, now, open_source, pod_ref
 from .gather import load_many, load_proxy
 
 
@@ -48,8 +48,8 @@ def rows_of(proxy: Proxy, moment: datetime) -> list[dict[str, Any]]:
         entries.append(("default", role, dict(cert)))
     entries.extend(("ROOTCA", "root", dict(root)) for root in model["roots"])
     for secret, role, info in entries:
-        not_after = datetime.fromisoformat(info["not_after"].replace("Z", "+00:00"))
-        not_before = datetime.fromisoformat(info["not_before"].replace("Z", "+00:00"))
+        not_after = parse_rfc3339(info["not_after"])
+        not_before = parse_rfc3339(info["not_before"])
         rows.append(
             {
                 "namespace": model["namespace"],
@@ -74,8 +74,7 @@ def run(args: argparse.Namespace) -> int:
     incomplete: list[dict[str, str]] = []
     failures = 0
     if args.pod:
-        default_ns = "" if ("/" in args.pod or "." in args.pod) else namespace_of(args, source)
-        namespace, name = parse_pod_ref(args.pod, default_ns)
+        namespace, name = pod_ref(args, source, args.pod)
         proxies = [load_proxy(source, namespace, name, moment)]
     else:
         scope = None if args.all_namespaces else namespace_of(args, source)

@@ -9,8 +9,7 @@ from typing import Any
 from ..checks.base import AREAS, Check, all_checks
 from ..errors import EXIT_GATHER, EXIT_OK, EXIT_PROBLEM, NotFoundError, UsageError
 from ..render import Style, emit
-from ..sources import parse_pod_ref
-from .common import namespace_of, now, open_source, parse_span, positive_int
+from .common import namespace_of, now, open_source, parse_span, pod_ref, positive_int
 
 IGNORE_ANNOTATION = "mtls.kubectl.io/ignore"
 MARKS = {"ok": "√", "error": "×", "warning": "‼", "info": "·", "skipped": "?"}
@@ -84,19 +83,17 @@ def _scope(args: argparse.Namespace, source: Any) -> Any:
 
     if len(args.names) > 1:
         raise UsageError(f"unexpected arguments {' '.join(args.names[1:])!r}: one pod or namespace at a time")
-    args.name = args.names[0] if args.names else None
+    name = args.names[0] if args.names else None
     if args.all_namespaces:
-        if args.target in ("pod", "pods", "po") and args.name:
+        if args.target in ("pod", "pods", "po") and name:
             raise UsageError("a pod name and -A do not go together")
         return Scope(None)
-    if args.target in ("pod", "pods", "po") and args.name:
-        qualified = "/" in args.name or "." in args.name
-        ns, pod = parse_pod_ref(args.name, "" if qualified else namespace_of(args, source))
-        return Scope(ns, pod)
-    if args.target in ("namespace", "ns") and args.name:
-        return Scope(args.name)
-    if args.name:
-        raise UsageError(f"unexpected argument {args.name!r}: use 'check pod NAME' or 'check namespace NAME'")
+    if args.target in ("pod", "pods", "po") and name:
+        return Scope(*pod_ref(args, source, name))
+    if args.target in ("namespace", "ns") and name:
+        return Scope(name)
+    if name:
+        raise UsageError(f"unexpected argument {name!r}: use 'check pod NAME' or 'check namespace NAME'")
     return Scope(namespace_of(args, source))
 
 

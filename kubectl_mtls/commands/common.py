@@ -125,6 +125,15 @@ def namespace_of(args: argparse.Namespace, source: Source) -> str:
     return str(args.namespace) if args.namespace else source.default_namespace()
 
 
+def pod_ref(args: argparse.Namespace, source: Source, ref: str) -> tuple[str, str]:
+    """(namespace, pod) of `pod`, `ns/pod` or `pod.ns`; the default namespace (which may need the
+    kubeconfig) is looked up only when the reference does not name one."""
+    from ..sources import parse_pod_ref
+
+    qualified = "/" in ref or "." in ref
+    return parse_pod_ref(ref, "" if qualified else namespace_of(args, source))
+
+
 def now() -> datetime:
     """The clock; KUBECTL_MTLS_NOW (RFC 3339) pins it, to replay an old snapshot as of its day."""
     pinned = os.environ.get("KUBECTL_MTLS_NOW")

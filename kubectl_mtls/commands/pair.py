@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 from ..checks.context import Context, Options, Scope, key_of, labels_of, target_port
 from ..errors import EXIT_GATHER, EXIT_OK, EXIT_PROBLEM, NotFoundError, UsageError
 from ..istio import authz, destinationrule
 from ..normalize import pod as podinfo
-from ..normalize.certs import verify_chain
+from ..normalize.certs import parse_rfc3339, verify_chain
 from ..render import Style, emit
 from ..sources import parse_pod_ref
 from .common import namespace_of, now, open_source
@@ -50,19 +49,17 @@ def parse_destination(ref: str, default_namespace: str) -> tuple[str, str, str]:
 
 
 class PairContext(Context):
-    """A Context whose sidecar reads are limited to the two ends of the call."""
+    """A Context whose sidecar reads are limited to the two ends of the call: the named pods, and for a
+    Service destination every pod of its namespace (the Service's own selector is only known later)."""
 
-    def __init__(self, *args: Any, wanted: set[tuple[str, str]], **kwargs: Any) -> None:
+    def __init__(self, *args: Any, pods: set[tuple[str, str]], namespaces: set[str], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.wanted = wanted
+        self.wanted_pods = pods
+        self.wanted_namespaces = namespaces
 
     def _load_pods(self) -> None:
         super()._load_pods()
-        self.targets = [p for p in self.pods if key_of(p) in self.wanted or _selected_by(p, self.wanted)]
-
-
-def _selected_by(pod: dict[str, Any], wanted: set[tuple[str, str]]) -> bool:
-    return ("*selector*", key_of(pod)[0]) in wanted and bool(labels_of(pod))
+        self.targets = [p for p in self.pods if key_of(p) in self.wanted_pods or key_of(p)[0] in self.wanted_namespaces]
 
 
 def step(slug: str, ok: bool | None, detail: str, hint: str | None = None, **evidence: Any) -> dict[str, Any]:
@@ -363,9 +360,9 @@ def walk(
         ref = "/".join(key_of(pod))
         for who, proxy_ in ((src_ref, src_proxy), (ref, proxy)):
             for cert in proxy_.model["certificates"][:1]:
-                if _moment(cert["not_after"]) < ctx.now:
+                if parse_rfc3339(cert["not_after"]) < ctx.now:
                     problem = f"expired at {cert['not_after']}"
-                elif _moment(cert["not_before"]) > ctx.now:
+                elif parse_rfc3339(cert["not_before"]) > ctx.now:
                     problem = f"is not valid before {cert['not_before']} (clock skew)"
                 else:
                     continue
@@ -447,9 +444,6 @@ def walk(
     return steps
 
 
-def _moment(text: str) -> datetime:
-    return datetime.fromisoformat(text.replace("Z", "+00:00"))
-
 
 def _why(ctx: Context, ref: str) -> str:
     return "; ".join(i["why"] for i in ctx.incomplete if i["what"] == f"pod {ref}") or "unknown"
@@ -510,12 +504,15 @@ def run_pair(args: argparse.Namespace) -> int:
     dst_ref = parse_destination(args.names[1], default_ns)
     scope = Scope(src_ns) if src_ns == dst_ref[1] else Scope(None)
     options = Options(istio_namespace=args.istio_namespace, concurrency=args.concurrency)
-    wanted = (
-        {(src_ns, src_name), ("*selector*", dst_ref[1])}
-        if dst_ref[0] == "service"
-        else {(src_ns, src_name), (dst_ref[1], dst_ref[2])}
+    service = dst_ref[0] == "service"
+    ctx = PairContext(
+        source,
+        scope,
+        now(),
+        options,
+        pods={(src_ns, src_name)} | (set() if service else {(dst_ref[1], dst_ref[2])}),
+        namespaces={dst_ref[1]} if service else set(),
     )
-    ctx = PairContext(source, scope, now(), options, wanted=wanted)
     ctx.load(
         (
             "pods",

@@ -6,8 +6,7 @@ import argparse
 from typing import Any
 
 from ..render import Style, columns, emit
-from ..sources import parse_pod_ref
-from .common import namespace_of, now, open_source
+from .common import now, open_source, pod_ref
 from .gather import load_proxy
 
 
@@ -35,15 +34,11 @@ def short(fp: str | None, wide: bool) -> str:
 
 def run(args: argparse.Namespace) -> int:
     source = open_source(args)
-    namespace, name = parse_pod_ref(args.pod, namespace_of(args, source) if not _qualified(args.pod) else "")
+    namespace, name = pod_ref(args, source, args.pod)
     proxy = load_proxy(source, namespace, name, now())
     style = Style.detect(args.no_color)
     emit(proxy.model, args.output, args.query, lambda m, wide: table(m, wide, style))
     return 0
-
-
-def _qualified(ref: str) -> bool:
-    return "/" in ref or "." in ref
 
 
 def table(model: dict[str, Any], wide: bool, style: Style) -> str:

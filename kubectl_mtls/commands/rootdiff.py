@@ -9,9 +9,8 @@ from ..errors import EXIT_OK, EXIT_PROBLEM
 from ..model import Proxy
 from ..normalize.certs import verify_chain
 from ..render import Style, columns, emit
-from ..sources import parse_pod_ref
 from . import fixes
-from .common import namespace_of, now, open_source
+from .common import now, open_source, pod_ref
 from .gather import load_proxy
 
 
@@ -75,11 +74,8 @@ def compare(src: Proxy, dst: Proxy, moment: Any) -> dict[str, Any]:
 def run(args: argparse.Namespace) -> int:
     source = open_source(args)
     moment = now()
-    default_ns = ""
-    if not all(("/" in r or "." in r) for r in (args.src, args.dst)):
-        default_ns = namespace_of(args, source)
-    src = load_proxy(source, *parse_pod_ref(args.src, default_ns), moment)
-    dst = load_proxy(source, *parse_pod_ref(args.dst, default_ns), moment)
+    src = load_proxy(source, *pod_ref(args, source, args.src), moment)
+    dst = load_proxy(source, *pod_ref(args, source, args.dst), moment)
     result = compare(src, dst, moment)
     style = Style.detect(args.no_color)
     emit(result, args.output, args.query, lambda d, wide: table(d, wide, style))

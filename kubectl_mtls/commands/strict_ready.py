@@ -90,8 +90,7 @@ def _simulate_strict(ctx: Context, scope: Scope) -> None:
         },
         "spec": {"mtls": {"mode": "STRICT"}},
     }
-    ctx._objects["peerauthentications"] = [synthetic, *ctx.objects("peerauthentications")]
-    ctx._effective.clear()
+    ctx.assume("peerauthentications", synthetic)
 
 
 def _callers(

@@ -35,6 +35,11 @@ def rfc3339(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def parse_rfc3339(text: str) -> datetime:
+    """The model's timestamps (`not_before`, `not_after`) back to datetimes."""
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
 def decode_inline(value: Any) -> bytes:
     """`inline_bytes` is base64 of the PEM text; `inline_string` is the PEM text itself."""
     if not isinstance(value, dict):
