@@ -8,7 +8,7 @@ from typing import Any
 from ..istio import authz
 from ..normalize import pod as podinfo
 from .base import Finding, check, finding
-from .context import Context, key_of, labels_of
+from .context import Context, key_of
 
 AREA = "authorization"
 
@@ -19,10 +19,10 @@ def _in_scope(ctx: Context, policy: dict[str, Any]) -> bool:
 
 
 def _workloads(ctx: Context, policy: dict[str, Any]) -> list[dict[str, Any]]:
-    root = ctx.mesh.root_namespace
-    return [
-        p for p in ctx.targets if podinfo.has_envoy(p) and authz.applies_to(policy, key_of(p)[0], labels_of(p), root)
-    ]
+    scope = authz.workload_scope(policy, ctx.mesh.root_namespace)
+    if scope is None:
+        return []
+    return [p for p in ctx.select_pods(*scope) if podinfo.has_envoy(p) and ctx.is_target(p)]
 
 
 def _accepts_plaintext(ctx: Context, pod: dict[str, Any]) -> bool:

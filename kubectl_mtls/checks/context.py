@@ -4,18 +4,20 @@ fetched concurrently, and what could not be read recorded in `incomplete` instea
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property
-from typing import Any
+from typing import Any, TypeVar
 
 from ..errors import GatherError, InputError, MtlsError, NotFoundError
-from ..istio import peerauthn
+from ..istio import destinationrule, peerauthn
+from ..labelindex import LabeledIndex, SelectorIndex, string_labels
 from ..model import Proxy
 from ..normalize import pod as podinfo
 from ..sources import Source
 
+T = TypeVar("T")
 EXEMPT_NAMESPACES = ("kube-system", "kube-public", "kube-node-lease")
 # Kubernetes kinds a check may read (listed once per run), then the other inputs a check may name.
 OBJECT_INPUTS = (
@@ -86,6 +88,7 @@ class Context:
         self.istiod_logs: dict[str, str] = {}
         self._objects: dict[str, list[dict[str, Any]]] = {}
         self._effective: dict[tuple[str, str], peerauthn.Effective] = {}
+        self._indexes: dict[str, Any] = {}  # built on first use from the listed objects; see _index
 
     # -- loading --------------------------------------------------------------------------------
     def note(self, what: str, why: str) -> None:
@@ -211,6 +214,11 @@ class Context:
     def pods_by_key(self) -> dict[tuple[str, str], dict[str, Any]]:
         return {key_of(p): p for p in self.pods}
 
+    def is_target(self, pod: dict[str, Any]) -> bool:
+        """Whether a pod (one of `pods`) is one the scope checks."""
+        ids = self._index("targets", lambda: {id(p) for p in self.targets})
+        return id(pod) in ids
+
     @cached_property
     def pods_by_namespace(self) -> dict[str, list[dict[str, Any]]]:
         out: dict[str, list[dict[str, Any]]] = {}
@@ -226,10 +234,7 @@ class Context:
         return {key_of(ns)[1]: ns for ns in self.objects("namespaces")}
 
     def configmap(self, namespace: str, name: str) -> dict[str, Any] | None:
-        for cm in self.objects("configmaps"):
-            if key_of(cm) == (namespace, name):
-                return cm
-        return None
+        return self._index("configmaps", lambda: _first_by_key(self.objects("configmaps"))).get((namespace, name))
 
     @cached_property
     def mesh(self) -> Mesh:
@@ -266,51 +271,117 @@ class Context:
         """Reason as if `obj` existed (strict-ready's simulated policy); derived answers are recomputed."""
         self._objects[kind] = [obj, *self.objects(kind)]
         self._effective.clear()
+        self._indexes.clear()
+
+    # -- indexes: every lookup below costs what its answer costs, not the size of the mesh ----------
+    def _index(self, name: str, build: Callable[[], T]) -> T:
+        if name not in self._indexes:
+            self._indexes[name] = build()
+        return self._indexes[name]  # type: ignore[no-any-return]
+
+    @property
+    def peer_authentications(self) -> peerauthn.Index:
+        return self._index(
+            "peerauthentications",
+            lambda: peerauthn.Index(self.objects("peerauthentications"), self.mesh.root_namespace),
+        )
+
+    @property
+    def destination_rules(self) -> destinationrule.Index:
+        return self._index(
+            "destinationrules",
+            lambda: destinationrule.Index(self.objects("destinationrules"), self.mesh.root_namespace),
+        )
 
     def effective(self, pod: dict[str, Any]) -> peerauthn.Effective:
         key = key_of(pod)
         if key not in self._effective:
-            self._effective[key] = peerauthn.effective(
-                key[0], labels_of(pod), self.objects("peerauthentications"), self.mesh.root_namespace
-            )
+            self._effective[key] = self.peer_authentications.effective(key[0], labels_of(pod))
         return self._effective[key]
 
     def exempt(self, namespace: str) -> bool:
         """Namespaces Istio never injects into."""
         return namespace in EXEMPT_NAMESPACES or namespace == self.options.istio_namespace
 
+    def select_pods(self, namespace: str | None, selector: Any) -> list[dict[str, Any]]:
+        """Pods of `namespace` (None: every namespace) whose labels hold every pair of the equality
+        selector, in listing order; a None selector selects them all. (An empty selector means
+        different things to different kinds: callers decide before asking.)"""
+        index = self._index("pods", lambda: LabeledIndex((key_of(p)[0], meta(p).get("labels"), p) for p in self.pods))
+        if selector is None:
+            return index.in_scope(namespace)
+        if not isinstance(selector, dict):
+            return []
+
+        def matches(labels: Any) -> bool:
+            return isinstance(labels, dict) and all(labels.get(k) == v for k, v in selector.items())
+
+        if selector and string_labels(selector) is not None:
+            return index.select(namespace, selector, matches)
+        return [p for p in index.in_scope(namespace) if matches(meta(p).get("labels") or {})]
+
     def services_of(self, pod: dict[str, Any]) -> list[dict[str, Any]]:
+        """Services of the pod's namespace whose (non-empty) selector its labels satisfy, in listing order."""
         ns, _ = key_of(pod)
         labels = labels_of(pod)
-        out = []
-        for svc in self.objects("services"):
-            selector = (svc.get("spec") or {}).get("selector") or {}
-            if key_of(svc)[0] == ns and selector and all(labels.get(k) == v for k, v in selector.items()):
-                out.append(svc)
-        return out
+        if not isinstance(labels, dict):
+            return []
+        indexed, odd = self._index("services", self._service_index)
+        clean = {k: v for k, v in labels.items() if isinstance(k, str) and isinstance(v, str)}
+        found = indexed.matching(ns, clean)
+        # Selectors with values that are not strings: compared as written, the slow way (hostile input only).
+        found += [(order, svc) for order, selector, svc in odd.get(ns, ()) if _selects(selector, labels)]
+        found.sort(key=lambda entry: entry[0])
+        return [svc for _, svc in found]
+
+    def _service_index(self) -> tuple[SelectorIndex[tuple[int, dict[str, Any]]], dict[str, list[Any]]]:
+        entries: list[tuple[str, dict[str, str], tuple[int, dict[str, Any]]]] = []
+        odd: dict[str, list[Any]] = {}
+        for order, svc in enumerate(self.objects("services")):
+            selector = _service_selector(svc)
+            if not selector:
+                continue  # a Service without selector selects no pod (its endpoints are managed by hand)
+            if string_labels(selector) is None:
+                odd.setdefault(key_of(svc)[0], []).append((order, selector, svc))
+            else:
+                entries.append((key_of(svc)[0], selector, (order, svc)))
+        return SelectorIndex(entries), odd
 
     def pods_of(self, service: dict[str, Any]) -> list[dict[str, Any]]:
-        ns, _ = key_of(service)
-        selector = (service.get("spec") or {}).get("selector") or {}
+        selector = _service_selector(service)
         if not selector:
             return []
-        return [
-            p for p in self.pods_by_namespace.get(ns, []) if all(labels_of(p).get(k) == v for k, v in selector.items())
-        ]
+        return self.select_pods(key_of(service)[0], selector)
 
     def service_by_host(self, host: str) -> dict[str, Any] | None:
         """`name.ns.svc.<domain>` -> the Service."""
         parts = host.split(".")
         if len(parts) < 3 or parts[2] != "svc":
             return None
-        for svc in self.objects("services"):
-            if key_of(svc) == (parts[1], parts[0]):
-                return svc
-        return None
+        by_key = self._index("services-by-key", lambda: _first_by_key(self.objects("services")))
+        return by_key.get((parts[1], parts[0]))
 
     def running(self, pod: dict[str, Any]) -> bool:
         phase = (pod.get("status") or {}).get("phase")
         return phase not in ("Succeeded", "Failed")
+
+
+def _first_by_key(objects: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any]]:
+    """(namespace, name) -> the first object listed with that key, as a scan in listing order finds it."""
+    out: dict[tuple[str, str], dict[str, Any]] = {}
+    for obj in objects:
+        out.setdefault(key_of(obj), obj)
+    return out
+
+
+def _service_selector(service: dict[str, Any]) -> dict[str, Any]:
+    spec = service.get("spec")
+    selector = spec.get("selector") if isinstance(spec, dict) else None
+    return selector if isinstance(selector, dict) else {}
+
+
+def _selects(selector: dict[str, Any], labels: dict[str, Any]) -> bool:
+    return all(labels.get(k) == v for k, v in selector.items())
 
 
 def target_port(service_port: dict[str, Any], pod: dict[str, Any]) -> int | None:

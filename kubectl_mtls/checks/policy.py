@@ -9,7 +9,7 @@ from typing import Any
 from ..istio import peerauthn
 from ..normalize import pod as podinfo
 from .base import Finding, check, finding
-from .context import Context, key_of, labels_of, meta
+from .context import Context, key_of, meta
 
 AREA = "policy"
 ISTIO_PORTS = range(15000, 15100)  # the sidecar's own ports (15006, 15008, 15020, 15021, 15090, ...)
@@ -106,9 +106,12 @@ How to fix: delete the weaker policy or set its mode to UNSET (inherit) or STRIC
 def peerauthn_overridden(ctx: Context) -> Iterator[Finding]:
     root = ctx.mesh.root_namespace
     policies = ctx.objects("peerauthentications")
-    mesh_eff = peerauthn.effective(root, {}, policies, root)
+    index = ctx.peer_authentications
+    mesh_eff = index.effective(root, {})
     mesh_mode = next((r.mode for r in mesh_eff.applied if r.scope == "mesh" and r.mode), None)
     scoped = _scoped_namespaces(ctx) if ctx.scope.namespace is not None else None
+    namespace_eff: dict[str, peerauthn.Effective] = {}
+    applied_in: dict[str, dict[tuple[str, str], list[str]]] = {}  # ns -> policy -> pods it applies to
     for policy in policies:
         ns, name = key_of(policy)
         if scoped is not None and ns not in scoped:
@@ -117,7 +120,9 @@ def peerauthn_overridden(ctx: Context) -> Iterator[Finding]:
         mode = _pa_mode(policy)
         if mode is None or scope not in ("namespace", "workload"):
             continue
-        ns_eff = peerauthn.effective(ns, {}, policies, root)
+        if ns not in namespace_eff:
+            namespace_eff[ns] = index.effective(ns, {})
+        ns_eff = namespace_eff[ns]
         if scope == "namespace":
             if not any(r.name == name and r.namespace == ns for r in ns_eff.applied):
                 continue  # a newer duplicate: peerauthn-conflict reports it
@@ -128,11 +133,12 @@ def peerauthn_overridden(ctx: Context) -> Iterator[Finding]:
                 base = None  # nothing stricter was asked for
         if base is None or peerauthn.STRENGTH[mode] >= peerauthn.STRENGTH[base]:
             continue
-        pods = [
-            f"{ns}/{key_of(p)[1]}"
-            for p in ctx.pods
-            if key_of(p)[0] == ns and any(r.name == name and r.namespace == ns for r in ctx.effective(p).applied)
-        ]
+        if ns not in applied_in:
+            applied_in[ns] = {}
+            for pod in ctx.pods_by_namespace.get(ns, []):
+                for ref in dict.fromkeys((r.namespace, r.name) for r in ctx.effective(pod).applied):
+                    applied_in[ns].setdefault(ref, []).append(f"{ns}/{key_of(pod)[1]}")
+        pods = applied_in[ns].get((ns, name), [])
         yield finding(
             "peerauthn-overridden",
             "warning",
@@ -190,9 +196,6 @@ def peerauthn_conflict(ctx: Context) -> Iterator[Finding]:
                 winner=f"{w_ns}/{w_name}",
                 ignored=f"{ns}/{name}",
             )
-    pods_by_ns: dict[str, list[dict[str, Any]]] = {}
-    for pod in ctx.pods:
-        pods_by_ns.setdefault(key_of(pod)[0], []).append(pod)
     for policy in policies:
         ns, name = key_of(policy)
         if scoped is not None and ns not in scoped and ns != root:
@@ -222,9 +225,9 @@ def peerauthn_conflict(ctx: Context) -> Iterator[Finding]:
             )
         elif (
             match
-            and ns in pods_by_ns
+            and ns in ctx.pods_by_namespace
             and (scoped is None or ns in scoped)
-            and not any(all(labels_of(p).get(k) == v for k, v in match.items()) for p in pods_by_ns[ns])
+            and not ctx.select_pods(ns, match)
         ):
             yield finding(
                 "peerauthn-conflict",

@@ -23,16 +23,25 @@ def _ambient_namespace(ns: dict[str, Any] | None) -> bool:
     return labels_of(ns or {}).get("istio.io/dataplane-mode") == "ambient"
 
 
-def _strict_applies(ctx: Context, pod: dict[str, Any]) -> tuple[bool, str]:
-    """Does STRICT reach this pod, through its own policies or through a Service it shares?"""
+def _strict_applies(
+    ctx: Context, pod: dict[str, Any], strict_peer: dict[int, dict[str, Any] | None]
+) -> tuple[bool, str]:
+    """Does STRICT reach this pod, through its own policies or through a Service it shares?
+
+    `strict_peer` remembers, per Service, its first STRICT sidecar pod, so that many pods behind one
+    big Service do not each walk all of it."""
     eff = ctx.effective(pod)
     if eff.mode == "STRICT":
         by = eff.decided_by
         return True, f"PeerAuthentication {by.namespace}/{by.name} ({by.scope}) is STRICT" if by else "STRICT"
     for svc in ctx.services_of(pod):
-        for peer in ctx.pods_of(svc):
-            if podinfo.has_envoy(peer) and ctx.effective(peer).mode == "STRICT":
-                return True, f"Service {key_of(svc)[1]} also selects STRICT pod {key_of(peer)[1]}"
+        if id(svc) not in strict_peer:
+            strict_peer[id(svc)] = next(
+                (p for p in ctx.pods_of(svc) if podinfo.has_envoy(p) and ctx.effective(p).mode == "STRICT"), None
+            )
+        peer = strict_peer[id(svc)]
+        if peer is not None:
+            return True, f"Service {key_of(svc)[1]} also selects STRICT pod {key_of(peer)[1]}"
     return False, ""
 
 
@@ -80,12 +89,13 @@ webhook injects the sidecar (`kubectl rollout restart deployment/NAME -n NS`).
 """,
 )
 def sidecar_missing(ctx: Context) -> Iterator[Finding]:
+    strict_peer: dict[int, dict[str, Any] | None] = {}
     for pod in _candidates(ctx):
         ns, name = key_of(pod)
         kind = podinfo.sidecar_kind(pod)
         if kind != "absent" or _ambient_namespace(ctx.namespaces.get(ns)):
             continue
-        strict, why = _strict_applies(ctx, pod)
+        strict, why = _strict_applies(ctx, pod, strict_peer)
         if not strict:
             continue
         opt_out = _opted_out(pod)

@@ -56,9 +56,9 @@ block so auto mTLS decides (`kubectl edit destinationrule NAME -n NS`).
 """,
 )
 def destinationrule_tls_conflict(ctx: Context) -> Iterator[Finding]:
-    rules = ctx.objects("destinationrules")
-    if not rules:
+    if not ctx.objects("destinationrules"):
         return
+    rules = ctx.destination_rules
     root = ctx.mesh.root_namespace
     clients = sorted({key_of(p)[0] for p in ctx.pods if podinfo.has_envoy(p)})
     seen: set[tuple[str, str, int, str, str]] = set()
@@ -67,8 +67,16 @@ def destinationrule_tls_conflict(ctx: Context) -> Iterator[Finding]:
         if not ports:
             continue
         svc_ns, svc_name = key_of(svc)
-        for client_ns in sorted(set(clients) | {svc_ns}):
-            selected = destinationrule.select(rules, _fqdn(svc), client_ns, svc_ns, root)
+        fqdn = _fqdn(svc)
+        answers = _ClientAnswers(rules, fqdn, svc_ns, rules.namespaces_of_note(fqdn) | {root, svc_ns})
+        namespaces = sorted(set(clients) | {svc_ns})
+        # Every client namespace outside the noted ones gets the first one's answer, so once its
+        # findings are out the others would only repeat them: visit the first one only.
+        ordinary = next((c for c in namespaces if c not in answers.noted), None)
+        for client_ns in namespaces:
+            if client_ns not in answers.noted and client_ns != ordinary:
+                continue
+            selected = answers.of(client_ns)
             if selected is None:
                 continue
             for port, servers in sorted(ports.items()):
@@ -95,12 +103,24 @@ def destinationrule_tls_conflict(ctx: Context) -> Iterator[Finding]:
                         port=port,
                         mode=mode,
                         where=where,
-                        client_namespaces=[
-                            c for c in clients if destinationrule.select(rules, _fqdn(svc), c, svc_ns, root) == selected
-                        ]
-                        or [client_ns],
+                        client_namespaces=[c for c in clients if answers.of(c) == selected] or [client_ns],
                         step=selected.step,
                     )
+
+
+class _ClientAnswers:
+    """The DestinationRule each client namespace applies to one service, looked up once per noted
+    namespace (see Index.namespaces_of_note) and once for all the others."""
+
+    def __init__(self, rules: destinationrule.Index, fqdn: str, service_ns: str, noted: set[str]) -> None:
+        self.rules, self.fqdn, self.service_ns, self.noted = rules, fqdn, service_ns, noted
+        self._answers: dict[str | None, destinationrule.Selected | None] = {}
+
+    def of(self, client_ns: str) -> destinationrule.Selected | None:
+        key = client_ns if client_ns in self.noted else None
+        if key not in self._answers:
+            self._answers[key] = self.rules.select(self.fqdn, client_ns, self.service_ns)
+        return self._answers[key]
 
 
 @check(

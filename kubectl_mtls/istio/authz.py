@@ -53,21 +53,33 @@ def _rules(policy: dict[str, Any]) -> list[Any]:
     return _list(_spec(policy).get("rules"))
 
 
+def workload_scope(
+    policy: dict[str, Any], root_namespace: str = "istio-system"
+) -> tuple[str | None, dict[str, str] | None] | None:
+    """Which sidecars enforce the policy: (namespace, or None for every namespace; matchLabels, or
+    None for every workload there). None when no sidecar does (a targetRef policy)."""
+    spec = _spec(policy)
+    if spec.get("targetRef") or _list(spec.get("targetRefs")):
+        return None  # attached to a Gateway/Service/ServiceEntry: gateways and waypoints only
+    namespace = _namespace(policy)
+    selector = spec.get("selector")
+    match = selector.get("matchLabels") if isinstance(selector, dict) else None
+    labels = {str(key): str(value) for key, value in match.items()} if isinstance(match, dict) else None
+    return (None if namespace == root_namespace else namespace), (labels or None)
+
+
 def applies_to(
     policy: dict[str, Any], namespace: str, labels: dict[str, str], root_namespace: str = "istio-system"
 ) -> bool:
     """Whether the policy is enforced by the sidecar of a pod in `namespace` with `labels`."""
-    spec = _spec(policy)
-    if spec.get("targetRef") or _list(spec.get("targetRefs")):
-        return False  # attached to a Gateway/Service/ServiceEntry: gateways and waypoints only
-    if _namespace(policy) not in (root_namespace, namespace):
+    scope = workload_scope(policy, root_namespace)
+    if scope is None or scope[0] not in (None, namespace):
         return False
-    selector = spec.get("selector")
-    match = selector.get("matchLabels") if isinstance(selector, dict) else None
-    if not isinstance(match, dict):
+    match = scope[1]
+    if match is None:
         return True  # no selector (or empty): every workload in scope
     # labels.Instance.SubsetOf: each selector key present on the pod with the same value.
-    return all(str(key) in labels and labels[str(key)] == str(value) for key, value in match.items())
+    return all(key in labels and labels[key] == value for key, value in match.items())
 
 
 def action(policy: dict[str, Any]) -> str:

@@ -141,18 +141,6 @@ def host_matches(pattern: str, fqdn: str) -> bool:
     return fqdn.endswith(pattern[1:])
 
 
-def _best_host(hosts: Iterable[str], fqdn: str) -> str | None:
-    candidates = set(hosts)
-    if fqdn in candidates:
-        return fqdn  # exact (or, for a wildcard service host, the identical wildcard)
-    wildcards = [h for h in candidates if _wildcard(h) and host_matches(h, fqdn)]
-    if not wildcards:
-        return None
-    # Matching wildcards are suffixes of the same name, so the longest is the most specific; the name
-    # tie-break only keeps the result deterministic.
-    return max(wildcards, key=lambda h: (len(h), h))
-
-
 # ---------------------------------------------------------------------------------------------
 # exportTo and selection
 
@@ -223,6 +211,123 @@ def _pick(entries: list[_Consolidated], client_namespace: str, labels: dict[str,
     return catch_all
 
 
+class _Pool:
+    """The rules one lookup step may see, by host: exact hosts by name, wildcards by suffix."""
+
+    def __init__(self, rules: list[dict[str, Any]], hosts: dict[int, str]) -> None:
+        self.by_host: dict[str, list[dict[str, Any]]] = {}
+        for dr in rules:
+            self.by_host.setdefault(hosts[id(dr)], []).append(dr)
+        self._consolidated: dict[str, list[_Consolidated]] = {}
+
+    def best_host(self, fqdn: str) -> str | None:
+        """MostSpecificHostMatch: the exact host (or, for a wildcard service host, the identical
+        wildcard), else the longest wildcard covering `fqdn`. Found by lookups, not by a scan: a
+        wildcard "*X" covers `fqdn` exactly when X is a suffix of it (of the name after "*" for a
+        wildcard service host), and matching wildcards are suffixes of one name, so the longest is
+        the most specific."""
+        if fqdn in self.by_host:
+            return fqdn
+        name = fqdn[1:] if _wildcard(fqdn) else fqdn
+        # Suffixes from the longest down: the first wildcard found is the most specific.
+        for start in range(len(name) + 1):
+            pattern = "*" + name[start:]
+            if pattern in self.by_host:
+                return pattern
+        return None
+
+    def consolidated(self, host: str) -> list[_Consolidated]:
+        if host not in self._consolidated:
+            self._consolidated[host] = _consolidate(self.by_host[host])
+        return self._consolidated[host]
+
+
+class Index:
+    """Every DestinationRule sorted once (istiod's order) into the pools each lookup step reads, per
+    namespace and host, so that `select` costs the same with ten rules or ten thousand. Answers are
+    exactly those of a scan of the whole list."""
+
+    def __init__(
+        self,
+        rules: list[dict[str, Any]],
+        root_namespace: str = "istio-system",
+        *,
+        default_export: str = PUBLIC,
+        domain: str = "cluster.local",
+    ) -> None:
+        self.root_namespace = root_namespace
+        ordered = sorted((r for r in rules if _is_dr(r)), key=_order)
+        hosts = {id(dr): expand_host(str(_spec(dr)["host"]), _namespace(dr), domain) for dr in ordered}
+        by_namespace: dict[str, list[dict[str, Any]]] = {}
+        for dr in ordered:
+            by_namespace.setdefault(_namespace(dr), []).append(dr)
+        self._local = {
+            ns: _Pool([dr for dr in group if _namespace_local(dr)], hosts) for ns, group in by_namespace.items()
+        }
+        self._exported = {
+            ns: _Pool([dr for dr in group if not _private_only(dr, default_export)], hosts)
+            for ns, group in by_namespace.items()
+        }
+        root_rules = by_namespace.get(root_namespace, [])
+        self._root_private = _Pool([dr for dr in root_rules if _private_only(dr, default_export)], hosts)
+        self._all = _Pool(ordered, hosts)
+        self._empty = _Pool([], hosts)
+
+    def select(
+        self,
+        fqdn: str,
+        client_namespace: str,
+        service_namespace: str,
+        client_labels: dict[str, str] | None = None,
+    ) -> Selected | None:
+        """The DestinationRule(s) a client in `client_namespace` applies to service host `fqdn` (see
+        the module-level `select`)."""
+
+        def lookup(pool: _Pool, step: str, exported: bool) -> tuple[bool, Selected | None]:
+            best = pool.best_host(fqdn)
+            if best is None:
+                return False, None
+            entries = pool.consolidated(best)
+            if exported:
+                # getExportedDestinationRuleFromNamespace filters after picking the host.
+                entries = [e for e in entries if not e.export or PUBLIC in e.export or client_namespace in e.export]
+                if not entries:
+                    return False, None
+            chosen = _pick(entries, client_namespace, client_labels)
+            return True, (Selected(list(chosen.members), step, best) if chosen else None)
+
+        root = self.root_namespace
+        if client_namespace != root:
+            found, selected = lookup(self._local.get(client_namespace, self._empty), STEPS[0], False)
+        else:
+            # A root-namespace client first sees only the root rules private to it; the exported root
+            # rules come last, after the service namespace.
+            found, selected = lookup(self._root_private, STEPS[0], False)
+        if found:
+            return selected
+        for ns, step in ((service_namespace, STEPS[1]), (root, STEPS[2])):
+            if not ns:
+                continue
+            found, selected = lookup(self._exported.get(ns, self._empty), step, True)
+            if found:
+                return selected
+        return None
+
+    def namespaces_of_note(self, fqdn: str) -> set[str]:
+        """Namespaces that hold, or are named in the exportTo of, a rule whose host covers `fqdn`.
+
+        A client in any other namespace (apart from the root and the service's own) gets the same
+        answer from `select` as every other such namespace, so one lookup stands for all of them."""
+        name = fqdn[1:] if _wildcard(fqdn) else fqdn
+        patterns = [fqdn, *("*" + name[start:] for start in range(len(name) + 1))]
+        out: set[str] = set()
+        for pattern in patterns:
+            for dr in self._all.by_host.get(pattern, ()):
+                out.add(_namespace(dr))
+                out.update(_export_set(dr))
+        return out
+
+
 def select(
     rules: list[dict[str, Any]],
     fqdn: str,
@@ -237,43 +342,10 @@ def select(
     """The DestinationRule(s) a client in `client_namespace` applies to service host `fqdn`.
 
     `client_labels=None` means the labels are unknown: selector rules are then treated as not
-    matching. None is returned when no rule applies (Istio's autoMtls/defaults hold)."""
-    ordered = sorted((r for r in rules if _is_dr(r)), key=_order)
-    hosts = {id(dr): expand_host(str(_spec(dr)["host"]), _namespace(dr), domain) for dr in ordered}
-
-    def lookup(pool: list[dict[str, Any]], step: str, exported: bool) -> tuple[bool, Selected | None]:
-        best = _best_host((hosts[id(dr)] for dr in pool), fqdn)
-        if best is None:
-            return False, None
-        entries = _consolidate([dr for dr in pool if hosts[id(dr)] == best])
-        if exported:
-            # getExportedDestinationRuleFromNamespace filters after picking the host.
-            entries = [e for e in entries if not e.export or PUBLIC in e.export or client_namespace in e.export]
-            if not entries:
-                return False, None
-        chosen = _pick(entries, client_namespace, client_labels)
-        return True, (Selected(list(chosen.members), step, best) if chosen else None)
-
-    def in_ns(ns: str) -> list[dict[str, Any]]:
-        return [dr for dr in ordered if _namespace(dr) == ns]
-
-    if client_namespace != root_namespace:
-        found, selected = lookup([dr for dr in in_ns(client_namespace) if _namespace_local(dr)], STEPS[0], False)
-    else:
-        # A root-namespace client first sees only the root rules private to it; the exported root
-        # rules come last, after the service namespace.
-        pool = [dr for dr in in_ns(root_namespace) if _private_only(dr, default_export)]
-        found, selected = lookup(pool, STEPS[0], False)
-    if found:
-        return selected
-    for ns, step in ((service_namespace, STEPS[1]), (root_namespace, STEPS[2])):
-        if not ns:
-            continue
-        pool = [dr for dr in in_ns(ns) if not _private_only(dr, default_export)]
-        found, selected = lookup(pool, step, True)
-        if found:
-            return selected
-    return None
+    matching. None is returned when no rule applies (Istio's autoMtls/defaults hold). For many
+    lookups, build one `Index` and ask it instead: this builds one per call."""
+    index = Index(rules, root_namespace, default_export=default_export, domain=domain)
+    return index.select(fqdn, client_namespace, service_namespace, client_labels)
 
 
 # ---------------------------------------------------------------------------------------------

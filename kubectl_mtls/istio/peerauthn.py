@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from ..labelindex import SelectorIndex
 from .objects import created as _created
 from .objects import meta as _meta
 from .objects import name as _name
@@ -144,44 +145,96 @@ def _duplicate_reason(loser: dict[str, Any], winner: dict[str, Any], scope: str)
     return f"another {scope}-level PeerAuthentication wins: {why}; Istio uses only the oldest one"
 
 
-def effective(
-    namespace: str, labels: dict[str, str], policies: list[dict[str, Any]], root_namespace: str = "istio-system"
-) -> Effective:
-    """The inbound mTLS mode of a pod in `namespace` with `labels`, and which policies decide it."""
-    candidates: dict[str, list[dict[str, Any]]] = {"mesh": [], "namespace": [], "workload": []}
-    result = Effective()
-    for policy in policies:
-        if not isinstance(policy, dict) or not _is_pa(policy):
-            continue
-        ns = _namespace(policy)
-        scope = scope_of(policy, root_namespace)
-        if scope == "mesh":
-            candidates["mesh"].append(policy)
-        elif scope == "namespace" and ns == namespace:
-            candidates["namespace"].append(policy)
-        elif scope == "workload" and ns == namespace and _selects(_match_labels(policy), labels):
-            candidates["workload"].append(policy)
-        elif scope is None and _selects(_match_labels(policy), labels):
+class Index:
+    """Every PeerAuthentication sorted once into the buckets istiod keeps: mesh level, namespace level
+    per namespace, workload level by namespace and selector label, and the root-namespace selector
+    policies it drops. `effective` then costs what the pod's own candidates cost, not the mesh's
+    policy count; answers are exactly those of a scan of the whole list in its order."""
+
+    def __init__(self, policies: list[dict[str, Any]], root_namespace: str = "istio-system") -> None:
+        self.root_namespace = root_namespace
+        mesh: list[dict[str, Any]] = []
+        by_namespace: dict[str, list[dict[str, Any]]] = {}
+        workload: list[tuple[str, dict[str, str], dict[str, Any]]] = []
+        dropped: list[tuple[str, dict[str, str], dict[str, Any]]] = []
+        for policy in policies:
+            if not isinstance(policy, dict) or not _is_pa(policy):
+                continue
+            scope = scope_of(policy, root_namespace)
+            if scope == "mesh":
+                mesh.append(policy)
+            elif scope == "namespace":
+                by_namespace.setdefault(_namespace(policy), []).append(policy)
+            elif scope == "workload":
+                workload.append((_namespace(policy), _match_labels(policy), policy))
+            else:
+                dropped.append(("", _match_labels(policy), policy))
+        # sorted() is stable, so policies that tie on age keep their order in the list, as in a scan.
+        self._mesh = _Level(sorted(mesh, key=_age_order), "mesh")
+        self._namespaces = {
+            ns: _Level(sorted(group, key=_age_order), "namespace") for ns, group in by_namespace.items()
+        }
+        self._workload = SelectorIndex(workload)
+        self._dropped = SelectorIndex(dropped)
+
+    def effective(self, namespace: str, labels: dict[str, str]) -> Effective:
+        """The inbound mTLS mode of a pod in `namespace` with `labels`, and which policies decide it."""
+        result = Effective()
+        labels = _string_labels(labels)
+        for policy in self._dropped.matching("", labels):
             # Matches the pod but sits in the root namespace: istiod drops it (istioctl x describe
             # still lists it as applied, which is why this needs saying).
             result.ignored.append(
                 (
                     _ref(policy, "workload"),
-                    f"has a selector but is in the root namespace {root_namespace}: Istio ignores selector "
+                    f"has a selector but is in the root namespace {self.root_namespace}: Istio ignores selector "
                     "policies there; put it in the workload's namespace",
                 )
             )
+        workload = self._workload.matching(namespace, labels)
+        levels = (
+            self._mesh,
+            self._namespaces.get(namespace),
+            _Level(sorted(workload, key=_age_order), "workload") if workload else None,
+        )
+        chosen: list[tuple[dict[str, Any], PolicyRef]] = []
+        for level in levels:
+            if level is None or level.winner is None or level.ref is None:
+                continue
+            chosen.append((level.winner, level.ref))
+            result.ignored.extend(level.losers)
+        _compose(result, chosen)
+        return result
 
-    chosen: list[tuple[dict[str, Any], PolicyRef]] = []
-    for scope in ("mesh", "namespace", "workload"):
-        group = sorted(candidates[scope], key=_age_order)
-        if not group:
-            continue
-        winner = group[0]
-        chosen.append((winner, _ref(winner, scope)))
-        for loser in group[1:]:
-            result.ignored.append((_ref(loser, scope), _duplicate_reason(loser, winner, scope)))
 
+class _Level:
+    """One level's candidates, oldest first: the winner istiod uses and why each other one is ignored."""
+
+    def __init__(self, group: list[dict[str, Any]], scope: str) -> None:
+        self.winner = group[0] if group else None
+        self.ref = _ref(group[0], scope) if group else None
+        self._group = group
+        self._scope = scope
+        self._losers: list[tuple[PolicyRef, str]] | None = None
+
+    @property
+    def losers(self) -> list[tuple[PolicyRef, str]]:
+        if self._losers is None:  # computed on first use, then shared by every pod of the level
+            self._losers = [
+                (_ref(loser, self._scope), _duplicate_reason(loser, self._group[0], self._scope))
+                for loser in self._group[1:]
+            ]
+        return self._losers
+
+
+def _string_labels(labels: Any) -> dict[str, str]:
+    # A selector value is always a string, so other label values can never match it.
+    if not isinstance(labels, dict):
+        return {}
+    return {k: v for k, v in labels.items() if isinstance(k, str) and isinstance(v, str)}
+
+
+def _compose(result: Effective, chosen: list[tuple[dict[str, Any], PolicyRef]]) -> None:
     # Inheritance: each level overrides only when it sets a mode; a mesh policy left UNSET keeps the
     # PERMISSIVE default, so decided_by stays None in that case.
     for policy, ref in chosen:
@@ -205,7 +258,15 @@ def effective(
                 continue  # UNSET on a port inherits the workload-level mode, which mode_for returns
             result.ports[port] = mode
             result.port_decided_by[port] = ref
-    return result
+
+
+def effective(
+    namespace: str, labels: dict[str, str], policies: list[dict[str, Any]], root_namespace: str = "istio-system"
+) -> Effective:
+    """The inbound mTLS mode of a pod in `namespace` with `labels`, and which policies decide it.
+
+    For many pods, build one `Index` and ask it instead: this builds one per call."""
+    return Index(policies, root_namespace).effective(namespace, labels)
 
 
 def duplicates(policies: list[dict[str, Any]], root_namespace: str) -> list[tuple[str, list[dict[str, Any]]]]:
