@@ -7,7 +7,7 @@ that comparisons (rootdiff, chain checks) need and that never go into the JSON.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypedDict
+from typing import Any, Literal, NotRequired, TypedDict
 
 from .normalize.certs import ParsedCert
 
@@ -45,6 +45,7 @@ class ProxyModel(TypedDict):
     clusters: list[dict[str, Any]]
     inbound: list[dict[str, Any]]
     incomplete: list[str]
+    ambient: NotRequired[dict[str, Any]]  # ambient pods only: their ztunnel view (README "ambient")
 
 
 @dataclass

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import MtlsError
 from ..model import Proxy
@@ -14,15 +14,33 @@ from ..normalize.proxy import build
 from ..sources import Source
 from ..sources.snapshot import FROM_DUMP
 
+if TYPE_CHECKING:
+    from .gather_ambient import Ambient
+
 WORKERS = 8  # istioctl calls are mostly waiting on port-forwards; more would load the API server
 
 
-def load_proxy(source: Source, namespace: str, name: str, now: datetime, pod: dict[str, Any] | None = None) -> Proxy:
-    """One pod's model. Errors propagate: commands about named pods stop on them."""
+def load_proxy(
+    source: Source,
+    namespace: str,
+    name: str,
+    now: datetime,
+    pod: dict[str, Any] | None = None,
+    ambient: Ambient | None = None,
+) -> Proxy:
+    """One pod's model (an ambient pod's from its node's ztunnel). Errors propagate: commands about
+    named pods stop on them."""
     if pod is None:
         pod = source.get_pod(namespace, name)
     kind = podinfo.sidecar_kind(pod)
     if kind not in ("present", "native"):
+        from .gather_ambient import Ambient, ambient_proxy
+
+        if ambient is None:
+            ambient = Ambient(source, now)
+        enrolment = podinfo.ambient_enrolment(pod, ambient.namespace_labels(namespace))
+        if enrolment is not None:
+            return ambient_proxy(ambient, namespace, name, pod, enrolment)
         note = "pod has no istio-proxy sidecar" if kind == "absent" else "ambient pod: ztunnel holds its identity"
         return build(namespace, name, pod, None, now, [note])
     documents = source.proxy_documents(namespace, name)
@@ -41,13 +59,16 @@ def load_many(
     import sys
     import threading
 
+    from .gather_ambient import Ambient
+
     done = [0]
     lock = threading.Lock()
+    ambient = Ambient(source, now, workers)  # one read of the ztunnels for every ambient pod
 
     def one(pod: dict[str, Any]) -> Proxy | dict[str, str]:
         namespace, name = podinfo.name_of(pod)
         try:
-            return load_proxy(source, namespace, name, now, pod)
+            return load_proxy(source, namespace, name, now, pod, ambient)
         except MtlsError as exc:
             return {"namespace": namespace, "pod": name, "error": str(exc)}
         finally:

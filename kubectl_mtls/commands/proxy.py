@@ -56,6 +56,8 @@ def table(model: dict[str, Any], wide: bool, style: Style) -> str:
             else style.error(f"does NOT verify to the pod's roots ({model['chain_error']})")
         )
         out.append(f"CERT       expires {leaf['not_after']}, chain of {len(model['certificates'])}, {verified}")
+    if model.get("ambient"):
+        out.extend(_ambient_lines(model["ambient"], style))
     out.append("")
     if model["certificates"] or model["roots"]:
         rows = [
@@ -98,6 +100,38 @@ def table(model: dict[str, Any], wide: bool, style: Style) -> str:
     for note in model["incomplete"]:
         out.append(style.warn(f"incomplete: {note}"))
     return "\n".join(out).rstrip("\n") + "\n"
+
+
+def _ambient_lines(ambient: dict[str, Any], style: Style) -> list[str]:
+    """An ambient pod's ztunnel view: where it runs, whether it is captured, waypoint, L4 policies."""
+    protocol = ambient["protocol"]
+    if protocol == "HBONE":
+        captured = style.ok("HBONE (captured by ztunnel: mTLS)")
+    elif protocol is None:
+        captured = style.error("not listed by ztunnel")
+    else:
+        captured = style.error(f"{protocol} (NOT captured: plaintext, no mTLS)")
+    lines = [
+        f"ZTUNNEL    {ambient['ztunnel'] or '-'} (node {ambient['node'] or '?'})",
+        f"PROTOCOL   {captured}, enrolled by {ambient['enrolled_by']}",
+    ]
+    waypoint = ambient["waypoint"]
+    names = [w["service"] for w in waypoint["services"]]
+    if waypoint["workload"]:
+        names.insert(0, f"workload: {waypoint['workload']['hostname'] or waypoint['workload']['address']}")
+    lines.append(f"WAYPOINT   {', '.join(names) or '-'}")
+    cert = ambient["certificate"]
+    if cert is None:
+        lines.append(style.error("ZT CERT    none held by the node's ztunnel"))
+    else:
+        state = style.ok(cert["state"]) if cert["state"] == "Available" else style.error(cert["state"])
+        lines.append(f"ZT CERT    {state}")
+    for policy in ambient["policies"]:
+        rules = len(policy["rules"])
+        lines.append(
+            f"L4 POLICY  {policy['namespace']}/{policy['name']} ({policy['action']}, {policy['scope']}, {rules} rules)"
+        )
+    return lines
 
 
 def _mode(mode: str, style: Style) -> str:

@@ -22,6 +22,7 @@ from ..sources.snapshot import (
     SnapshotWriter,
     log_path,
     stats_path,
+    ztunnel_path,
 )
 from .common import namespace_of, now, open_source, positive_int
 from .gather import WORKERS
@@ -77,7 +78,8 @@ def run(args: argparse.Namespace) -> int:
     style = Style.detect(args.no_color)
     summary = {"directory": args.dir, **manifest}
     emit(summary, args.output, args.query, lambda d, wide: table(d, style))
-    return EXIT_GATHER if manifest["pods"] and not manifest["proxies"] and manifest["incomplete"] else EXIT_OK
+    nothing = not manifest["proxies"] and not manifest["ztunnels"]
+    return EXIT_GATHER if manifest["pods"] and nothing and manifest["incomplete"] else EXIT_OK
 
 
 def _collect(
@@ -130,12 +132,21 @@ def _collect(
     with ThreadPoolExecutor(max_workers=WORKERS) as pool:
         failures = [f for f in pool.map(dump, with_envoy) if f]
     incomplete.extend(failures)
+    ztunnels = _save_ztunnels(source, writer, incomplete)
     try:
         writer.write_bytes(PROXY_STATUS, source.proxy_status())
     except MtlsError as exc:
         incomplete.append({"kind": "istioctl proxy-status", "namespace": "", "error": str(exc)})
     if args.logs:
         incomplete.extend(_save_logs(source, with_envoy, writer, args))
+        for entry in ztunnels:  # ztunnel's access log: its container is called istio-proxy too
+            ns, name = entry["namespace"], entry["pod"]
+            try:
+                writer.write_bytes(
+                    log_path(ns, name, "istio-proxy"), source.pod_log(ns, name, "istio-proxy", args.tail).encode()
+                )
+            except MtlsError as exc:
+                incomplete.append({"namespace": ns, "pod": name, "error": f"ztunnel log: {exc}"})
     if args.stats:
         for pod in with_envoy:
             ns, name = podinfo.name_of(pod)
@@ -154,9 +165,35 @@ def _collect(
         "default_namespace": scope or source.default_namespace(),
         "pods": len(pods),
         "proxies": len(with_envoy) - len(failures),
+        "ztunnels": ztunnels,
         "objects": counts,
         "incomplete": incomplete,
     }
+
+
+def _save_ztunnels(source: Any, writer: SnapshotWriter, incomplete: list[dict[str, str]]) -> list[dict[str, Any]]:
+    """`ztunnel/<pod>.json` per ztunnel pod: istioctl's bytes, once they parse as JSON."""
+    try:
+        pods = source.ztunnel_pods()
+    except MtlsError as exc:
+        incomplete.append({"kind": "ztunnel pods", "namespace": "", "error": str(exc)})
+        return []
+    saved = []
+    for pod in pods:
+        ns, name = podinfo.name_of(pod)
+        try:
+            what, raw = source.ztunnel_config(ns, name)
+            orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            incomplete.append({"namespace": ns, "pod": name, "error": f"{what}: not valid JSON ({exc})"})
+            continue
+        except MtlsError as exc:
+            incomplete.append({"namespace": ns, "pod": name, "error": str(exc)})
+            continue
+        writer.write_bytes(ztunnel_path(name), raw)
+        node = (pod.get("spec") or {}).get("nodeName")
+        saved.append({"namespace": ns, "pod": name, "node": node if isinstance(node, str) else None})
+    return saved
 
 
 def _save_logs(
@@ -181,7 +218,7 @@ def _save_logs(
 def table(data: dict[str, Any], style: Style) -> str:
     text = (
         f"Wrote snapshot {data['directory']}: {data['pods']} pods ({data['scope']}), "
-        f"{data['proxies']} sidecar configs.\n"
+        f"{data['proxies']} sidecar configs, {len(data['ztunnels'])} ztunnel configs.\n"
     )
     rows = [[kind, count] for kind, count in data["objects"].items()]
     text += columns(["KIND", "OBJECTS"], rows)

@@ -36,3 +36,26 @@ def has_envoy(pod: dict[str, Any]) -> bool:
 def name_of(pod: dict[str, Any]) -> tuple[str, str]:
     meta = pod.get("metadata") or {}
     return str(meta.get("namespace") or ""), str(meta.get("name") or "")
+
+
+DATAPLANE_MODE = "istio.io/dataplane-mode"
+REDIRECTION = "ambient.istio.io/redirection"
+
+
+def ambient_enrolment(pod: dict[str, Any], namespace_labels: dict[str, str] | None) -> str | None:
+    """Why the pod belongs to the ambient mesh: `pod label`, `namespace label`, `redirection annotation`;
+    None when it does not (a sidecar, the pod label `none`, host networking, or no label at all)."""
+    meta = pod.get("metadata") or {}
+    labels = meta.get("labels") or {}
+    annotations = meta.get("annotations") or {}
+    if sidecar_kind(pod) in ("present", "native") or (pod.get("spec") or {}).get("hostNetwork"):
+        return None
+    if labels.get(DATAPLANE_MODE) == "none":
+        return None
+    if labels.get(DATAPLANE_MODE) == "ambient":
+        return "pod label"
+    if (namespace_labels or {}).get(DATAPLANE_MODE) == "ambient":
+        return "namespace label"
+    if annotations.get(REDIRECTION) in ("enabled", "pending"):
+        return "redirection annotation"
+    return None

@@ -53,6 +53,14 @@ class Source(Protocol):
         """The sidecar's stats in Prometheus text format (`istioctl x envoy-stats POD --output prom`)."""
         ...
 
+    def ztunnel_pods(self) -> list[dict[str, Any]]:
+        """The ztunnel pods (DaemonSet `ztunnel`, label app=ztunnel) of the Istio namespace."""
+        ...
+
+    def ztunnel_config(self, namespace: str, pod: str) -> Document:
+        """One ztunnel's config: `istioctl ztunnel-config all <pod>.<ns> -o json`, as printed."""
+        ...
+
 
 def parse_pod_ref(ref: str, default_namespace: str) -> tuple[str, str]:
     """`pod`, `ns/pod` or `pod.ns` -> (namespace, pod). Namespaces never contain dots; pods may."""

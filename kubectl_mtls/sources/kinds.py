@@ -30,6 +30,9 @@ KINDS: dict[str, Kind] = {
         Kind("peerauthentications", "security.istio.io", ("v1", "v1beta1")),
         Kind("authorizationpolicies", "security.istio.io", ("v1", "v1beta1")),
         Kind("destinationrules", "networking.istio.io", ("v1", "v1beta1", "v1alpha3")),
+        # Ambient: NetworkPolicies can block HBONE (TCP 15008); Gateways of class istio-waypoint are waypoints.
+        Kind("networkpolicies", "networking.k8s.io", ("v1",)),
+        Kind("gateways", "gateway.networking.k8s.io", ("v1", "v1beta1")),
     )
 }
 

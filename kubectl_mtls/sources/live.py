@@ -18,6 +18,7 @@ from .kinds import KINDS, Kind
 from .scrub import scrub_secret
 
 PAGE = 500
+ZTUNNEL_SELECTOR = "app=ztunnel"
 INCLUSTER_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
 
 
@@ -234,6 +235,14 @@ class LiveSource:
     def envoy_stats(self, namespace: str, pod: str) -> str:
         argv = self._istioctl("experimental", "envoy-stats", f"{pod}.{namespace}", "--output", "prom")
         return istioctl_cli.run(argv, self.conn.istioctl_timeout).decode(errors="replace")
+
+    def ztunnel_pods(self) -> list[dict[str, Any]]:
+        return self.list_pods(self.conn.istio_namespace, ZTUNNEL_SELECTOR)
+
+    def ztunnel_config(self, namespace: str, pod: str) -> Document:
+        argv = self._istioctl("ztunnel-config", "all", f"{pod}.{namespace}", "-o", "json")
+        out = istioctl_cli.run(argv, self.conn.istioctl_timeout)
+        return (f"istioctl ztunnel-config all {pod}.{namespace}", out)
 
     def proxy_documents(self, namespace: str, name: str) -> list[Document]:
         argv = self._istioctl("proxy-config", "all", f"{name}.{namespace}", "-o", "json")

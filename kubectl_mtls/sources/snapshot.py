@@ -4,6 +4,7 @@ Layout (version 1):
     DIR/snapshot.json                  what, when, from where; pods/kinds that could not be read
     DIR/kubernetes/<plural>.json       {"items": [...]} per kind (pods, namespaces, services, ...)
     DIR/proxies/<namespace>/<pod>.json `istioctl proxy-config all <pod>.<ns> -o json`, unchanged but scrubbed
+    DIR/ztunnel/<ztunnel-pod>.json     `istioctl ztunnel-config all <pod>.<ns> -o json`, unchanged
 A hand-made snapshot may instead hold DIR/proxies/<namespace>/<pod>/*.json: any mix of
 `proxy-config all|cluster|listener|secret -o json` outputs for that pod.
 """
@@ -28,6 +29,14 @@ MANIFEST = "snapshot.json"
 PROXY_STATUS = "istio/proxy-status.txt"
 
 
+ZTUNNEL_DIR = "ztunnel"
+ZTUNNEL_LABEL = ("app", "ztunnel")
+
+
+def ztunnel_path(pod: str) -> str:
+    return f"{ZTUNNEL_DIR}/{pod}.json"
+
+
 def stats_path(namespace: str, pod: str) -> str:
     return f"stats/{namespace}/{pod}.prom"
 
@@ -49,6 +58,18 @@ def _check_metadata(item: dict[str, Any], where: str, named: bool) -> None:
     name, namespace = meta.get("name", ""), meta.get("namespace", "")
     if not isinstance(name, str) or not isinstance(namespace, str) or (named and not name):
         raise InputError(f"{where} needs a string metadata.name" + (" and metadata.namespace" if named else ""))
+
+
+def _ztunnel_stub(pod: str, namespace: Any, node: Any) -> dict[str, Any]:
+    """A ztunnel known only by its dump file or the manifest's list."""
+    return {
+        "metadata": {
+            "name": pod,
+            "namespace": namespace if isinstance(namespace, str) and namespace else "istio-system",
+            "labels": {ZTUNNEL_LABEL[0]: ZTUNNEL_LABEL[1]},
+        },
+        "spec": {"nodeName": node} if isinstance(node, str) and node else {},
+    }
 
 
 class SnapshotSource:
@@ -170,6 +191,34 @@ class SnapshotSource:
         if not path.is_file():
             raise NotFoundError(f"{self.description} has no stats of {namespace}/{pod} (snapshot --stats saves them)")
         return path.read_text(errors="replace")
+
+    # -- ztunnels -----------------------------------------------------------------------------
+    def ztunnel_pods(self) -> list[dict[str, Any]]:
+        """Pods labelled app=ztunnel, the ztunnels the manifest lists, and any other ztunnel/*.json
+        (a hand-made snapshot: its namespace is the Istio namespace, its node read from its dump)."""
+        found: dict[str, dict[str, Any]] = {}
+        for pod in self._items("pods"):
+            meta = pod.get("metadata") or {}
+            if (meta.get("labels") or {}).get(ZTUNNEL_LABEL[0]) == ZTUNNEL_LABEL[1]:
+                found.setdefault(str(meta.get("name")), pod)
+        listed = self.manifest.get("ztunnels")
+        for entry in listed if isinstance(listed, list) else []:
+            if isinstance(entry, dict) and isinstance(entry.get("pod"), str):
+                found.setdefault(entry["pod"], _ztunnel_stub(entry["pod"], entry.get("namespace"), entry.get("node")))
+        folder = self.root / ZTUNNEL_DIR
+        if folder.is_dir():
+            for path in sorted(folder.glob("*.json")):
+                found.setdefault(path.stem, _ztunnel_stub(path.stem, None, None))
+        return list(found.values())
+
+    def ztunnel_config(self, namespace: str, pod: str) -> Document:
+        path = self.root / ztunnel_path(pod)
+        if path.is_file():
+            return (str(path), path.read_bytes())
+        for failure in self.manifest.get("incomplete") or []:
+            if isinstance(failure, dict) and failure.get("pod") == pod and failure.get("namespace") == namespace:
+                raise InputError(f"ztunnel {namespace}/{pod}: not in the snapshot: {failure.get('error')}")
+        raise NotFoundError(f"ztunnel {namespace}/{pod}: no ztunnel config in {self.description}")
 
     # -- proxies ------------------------------------------------------------------------------
     def proxy_documents(self, namespace: str, name: str) -> list[Document]:

@@ -26,6 +26,11 @@ Configuration
 * top-level ``"__proxy_status__": "<text>"`` is printed by ``proxy-status`` (default: the 1.27+
   header-only table), ``"__version__"`` overrides the client version (default ``1.28.0``).
 
+* ``{"ztunnel": "/path/dump.json"}`` - the pod is a ztunnel: ``ztunnel-config all <pod>.<ns> -o json``
+  prints that file (a ztunnel ``/config_dump`` in istioctl's shape, see harness/ztunnel.py) unchanged.
+  ``fail``/``hang``/``garbage`` work as for proxy-config; a mapped pod without ``ztunnel`` is refused
+  as istioctl refuses a non-ztunnel pod.
+
 ``ISTIOCTL_DOUBLE_LOG``  if set, every call appends one line ``{"argv": [...]}`` (arguments after the
 program name) to this file before doing anything else.
 
@@ -1379,6 +1384,43 @@ def run_proxy_config(args: list[str], out: list[str | bytes]) -> int:
     return 0
 
 
+def run_ztunnel_config(args: list[str], out: list[str | bytes]) -> int:
+    """`istioctl ztunnel-config all <pod>[.<ns>] -o json`: the ztunnel's whole config dump."""
+    flags = _Flags(
+        {"-o": "output", "--output": "output", "--proxy-admin-port": "proxyAdminPort", "-f": "file",
+         "--file": "file", "--node": "node"},
+        {},
+    )
+    flags.parse(args)
+    if not flags.positional:
+        raise _unsupported("ztunnel-config needs a subcommand (only 'all' is emulated)")
+    sub = flags.positional.pop(0)
+    if sub != "all":
+        raise _unsupported(f"ztunnel-config subcommand {sub!r} is not emulated")
+    if flags.values.get("output", "short") != "json":
+        raise _unsupported("ztunnel-config output other than json is not emulated")
+    if len(flags.positional) != 1:
+        raise _unsupported("ztunnel-config all without a pod name is not emulated")
+    mapping, mapping_path = _load_mapping()
+    pod, namespace = _pod_target(flags.positional[0], flags.values.get("namespace") or "istio-system")
+    entry = mapping.get(f"{pod}.{namespace}")
+    if not isinstance(entry, dict):
+        raise _istioctl_error(f'pods "{pod}" not found')
+    if entry.get("hang"):
+        while True:
+            time.sleep(3600)
+    if "fail" in entry:
+        text = str(entry["fail"])
+        raise CommandError(text if text.endswith("\n") else text + "\n", int(entry.get("exit", 1)))
+    if "garbage" in entry:
+        out.append(str(entry["garbage"]))
+        return 0
+    if not isinstance(entry.get("ztunnel"), str):
+        raise _istioctl_error(f"workloads command is only supported by Ztunnel proxies: {pod}")
+    out.append(_read_file(_resolve(mapping_path, entry["ztunnel"])) + b"\n")
+    return 0
+
+
 def run_proxy_status(args: list[str], out: list[str | bytes]) -> int:
     flags = _Flags(
         {
@@ -1463,6 +1505,8 @@ def main(argv: list[str] | None = None) -> int:
             out.append(USAGE)
         elif rest[0] in ("proxy-config", "pc"):
             code = run_proxy_config(command_args, out)
+        elif rest[0] in ("ztunnel-config", "zc"):
+            code = run_ztunnel_config(command_args, out)
         elif rest[0] in ("proxy-status", "ps"):
             code = run_proxy_status(command_args, out)
         elif rest[0] == "version":

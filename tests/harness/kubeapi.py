@@ -66,6 +66,8 @@ RESOURCES: list[Resource] = [
     Resource("networking.istio.io", _NET, "virtualservices", "VirtualService", True, ("vs",)),
     Resource("networking.istio.io", _NET, "serviceentries", "ServiceEntry", True, ("se",)),
     Resource("networking.istio.io", _NET, "sidecars", "Sidecar", True),
+    Resource("networking.k8s.io", ("v1",), "networkpolicies", "NetworkPolicy", True, ("netpol",)),
+    Resource("gateway.networking.k8s.io", ("v1", "v1beta1"), "gateways", "Gateway", True, ("gtw",)),
     Resource(
         "authorization.k8s.io", ("v1",), "selfsubjectaccessreviews", "SelfSubjectAccessReview", False, verbs=("create",)
     ),
