@@ -8,7 +8,6 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from . import jsonutil
 from .errors import UsageError
 
 FORMATS = ("table", "wide", "json", "yaml")
@@ -23,7 +22,17 @@ def apply_query(data: Any, expression: str | None) -> Any:
     try:
         return jmespath.search(expression, data)
     except JMESPathError as exc:
-        raise UsageError(f"--query {expression!r}: {str(exc).splitlines()[0]}") from None
+        raise UsageError(f"--query {expression!r}: {query_error(exc)}") from None
+
+
+def query_error(exc: Exception) -> str:
+    """JMESPath's message on one line, with the column where the expression goes wrong (counted from 0,
+    as JMESPath's own parse errors count it)."""
+    first = str(exc).splitlines()[0].rstrip(":").removesuffix(", for expression")
+    position = getattr(exc, "lex_position", None)
+    if isinstance(position, int) and "column" not in first:
+        first += f" at column {position}"
+    return first
 
 
 def to_yaml(data: Any) -> str:
@@ -43,6 +52,8 @@ def _plain(value: Any) -> str:
         return "true" if value else "false"
     if isinstance(value, (str, int, float)):
         return str(value)
+    from . import jsonutil
+
     return jsonutil.dumps(value).decode()
 
 
@@ -57,6 +68,10 @@ def emit(
     if query:
         data = apply_query(data, query)
         if output in ("table", "wide"):
+            if data is None or data == []:
+                # stdout stays empty for scripts; a person is told why there is nothing (JSON: null / []).
+                sys.stderr.write(f"--query {query!r} selected nothing\n")
+                return
             # A query picks values: print scalars bare, a list of scalars one per line, else JSON.
             if isinstance(data, list) and all(not isinstance(v, (dict, list)) for v in data):
                 text = "\n".join(_plain(v) for v in data)
@@ -65,6 +80,8 @@ def emit(
             stream.write(text + ("\n" if text else ""))
             return
     if output == "json":
+        from . import jsonutil  # orjson: imported when JSON is printed, not for `version`
+
         stream.write(jsonutil.dumps(data).decode() + "\n")
     elif output == "yaml":
         stream.write(to_yaml(data))

@@ -70,7 +70,7 @@ def test_subcommands_come_from_the_parser(tmp_path: Path) -> None:
     from kubectl_mtls.cli import build_parser
     from kubectl_mtls.completion import subcommands
 
-    sub = subcommands(build_parser("kubectl mtls"))
+    sub = subcommands(build_parser("kubectl mtls", "all"))
     assert sub is not None
     values, directive = complete("", tmp=tmp_path)
     assert values == list(sub.choices)  # every command, in help order, and nothing else
@@ -86,8 +86,8 @@ def test_a_command_added_later_completes_with_no_change(monkeypatch: pytest.Monk
 
     original = cli.build_parser
 
-    def with_extra(prog: str):  # type: ignore[no-untyped-def]
-        parser = original(prog)
+    def with_extra(prog: str, command: str | None = None):  # type: ignore[no-untyped-def]
+        parser = original(prog, command)
         sub = completion.subcommands(parser)
         assert sub is not None
         extra = sub.add_parser("frobnicate", help="a later command", parents=[source_parent()])

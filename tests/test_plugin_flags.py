@@ -60,7 +60,7 @@ def test_every_cluster_reading_command_takes_the_kubectl_flags() -> None:
     from kubectl_mtls.cli import build_parser
     from kubectl_mtls.completion import subcommands
 
-    sub = subcommands(build_parser("kubectl mtls"))
+    sub = subcommands(build_parser("kubectl mtls", "all"))
     assert sub is not None
     readers = 0
     for name, parser in sub.choices.items():
@@ -120,7 +120,7 @@ def test_program_name_is_kubectl_mtls(tmp_path: Path) -> None:
         assert proc.returncode == 0
         assert proc.stdout.startswith("usage: kubectl mtls"), proc.stdout
     bad = mtls("certs", "--output", "xml", env=env)
-    assert bad.returncode == 2 and "usage: kubectl mtls certs" in bad.stderr
+    assert bad.returncode == 2 and "see kubectl mtls certs --help" in bad.stderr
 
 
 def on_a_terminal(*args: str, env: dict[str, str]) -> str:

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPO, run_cli
+from conftest import REPO, assert_one_line_error, run_cli
 
 PROBE = """
 import sys
@@ -65,8 +65,8 @@ def test_version_through_the_console_script() -> None:
 def test_unknown_command_is_a_usage_error() -> None:
     proc = run_cli("frobnicate")
     assert proc.returncode == 2
-    assert "Traceback" not in proc.stderr
-    assert "invalid choice" in proc.stderr
+    assert_one_line_error(proc)
+    assert "unknown command 'frobnicate'" in proc.stderr
 
 
 def test_bad_request_timeout_uses_kubectls_wording(tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
-from ..commands.fixes import restart_command
+from ..fixes import restart_command
 from ..model import Proxy
 from ..normalize.certs import CertError, ParsedCert, describe, load_pem_bundle, parse_rfc3339
 from ..render import duration

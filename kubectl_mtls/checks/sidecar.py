@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from ..commands.fixes import restart_command
+from ..fixes import restart_command
 from ..model import Proxy, ProxyModel
 from ..normalize import pod as podinfo
 from .base import Finding, check, finding

@@ -10,13 +10,13 @@ from typing import Any
 
 from ..checks.context import Context, Options, Scope, key_of, labels_of, target_port
 from ..errors import EXIT_GATHER, EXIT_OK, EXIT_PROBLEM, NotFoundError, UsageError
+from ..fixes import restart_command
 from ..istio import authz, destinationrule
 from ..normalize import pod as podinfo
 from ..normalize.certs import parse_rfc3339, verify_chain
 from ..render import Style, emit
 from ..sources import parse_pod_ref
 from .common import namespace_of, now, open_source
-from .fixes import restart_command
 
 STEPS = ("sidecar", "client-tls", "identity", "server-mode", "trust", "authz", "probe")
 HTTP_PREFIXES = ("http", "grpc")

@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from .. import fixes
 from ..errors import EXIT_OK, EXIT_PROBLEM
 from ..model import Proxy
 from ..normalize.certs import verify_chain
 from ..render import Style, columns, emit
-from . import fixes
 from .common import now, open_source, pod_ref
 from .gather import load_proxy
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..model import Proxy
-from ..normalize.certs import verify_chain
+from .model import Proxy
+from .normalize.certs import verify_chain
 
 
 def restart_command(proxy: Proxy) -> str:
