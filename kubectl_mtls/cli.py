@@ -41,6 +41,11 @@ COMMANDS: dict[str, tuple[str, str, tuple[str, ...]]] = {
         "is it safe to switch from PERMISSIVE to STRICT? who still sends plaintext",
         ("output", "source"),
     ),
+    "trust": (
+        "trust",
+        "check trust between the clusters of a multi-cluster mesh (roots, intermediates, trust domains)",
+        ("output", "source"),
+    ),
     "snapshot": ("snapshot", "save pods, Istio policies and sidecar configs to a directory", ("output", "source")),
     "version": ("version", "print the version", ("output",)),
     "completion": ("completion", "print a shell completion script (bash, zsh, kubectl)", ()),

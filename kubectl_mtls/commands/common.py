@@ -57,6 +57,16 @@ def positive_int(value: str) -> int:
     return number
 
 
+class _Repeatable(argparse.Action):
+    """`--context` / `--kubeconfig`: the last value in `dest` (what one-cluster commands use) and every
+    value in `<dest>s` (what `trust` and `snapshot` use, one per cluster)."""
+
+    def __call__(self, parser: Any, namespace: argparse.Namespace, values: Any, option_string: Any = None) -> None:
+        setattr(namespace, self.dest, values)
+        plural = self.dest + "s"
+        setattr(namespace, plural, [*(getattr(namespace, plural, None) or []), values])
+
+
 def output_parent() -> argparse.ArgumentParser:
     parent = argparse.ArgumentParser(add_help=False)
     group = parent.add_argument_group("output")
@@ -71,8 +81,8 @@ def source_parent() -> argparse.ArgumentParser:
     group = parent.add_argument_group("where to read from")
     group.add_argument("-n", "--namespace", help="namespace (default: the context's, else 'default')")
     group.add_argument("--snapshot", metavar="DIR", help="read a saved snapshot instead of the cluster")
-    group.add_argument("--kubeconfig", help="path to the kubeconfig file")
-    group.add_argument("--context", help="kubeconfig context to use")
+    group.add_argument("--kubeconfig", action=_Repeatable, help="path to the kubeconfig file")
+    group.add_argument("--context", action=_Repeatable, help="kubeconfig context to use")
     group.add_argument("--cluster", help="kubeconfig cluster to use")
     group.add_argument("--user", help="kubeconfig user to use")
     group.add_argument(
@@ -100,17 +110,44 @@ def source_parent() -> argparse.ArgumentParser:
     return parent
 
 
+def several(args: argparse.Namespace, dest: str) -> list[str]:
+    """Every value of a repeatable flag (`contexts`, `kubeconfigs`), in the order given."""
+    return list(getattr(args, dest, None) or [])
+
+
 def open_source(args: argparse.Namespace) -> Source:
+    if len(several(args, "contexts")) > 1 or len(several(args, "kubeconfigs")) > 1:
+        raise UsageError("--context and --kubeconfig name one cluster here; only trust and snapshot take several")
+    return open_context(args, args.context, args.kubeconfig)
+
+
+def paired_kubeconfigs(args: argparse.Namespace, contexts: list[str]) -> list[str | None]:
+    """One kubeconfig per context: none given (the default for all), one (for all), or one per
+    --context in the same order."""
+    given: list[str | None] = list(several(args, "kubeconfigs"))
+    if not given:
+        return [None] * len(contexts)
+    if len(given) == 1:
+        return given * len(contexts)
+    if len(given) != len(contexts):
+        raise UsageError(
+            f"--kubeconfig given {len(given)} times for {len(contexts)} contexts: give it once, or once per --context"
+        )
+    return given
+
+
+def open_context(args: argparse.Namespace, context: str | None, kubeconfig: str | None) -> Source:
+    """The source of one context: a live cluster, or that context of a (multi-context) snapshot."""
     if args.snapshot:
         from ..sources.snapshot import SnapshotSource
 
-        return SnapshotSource(args.snapshot)
+        return SnapshotSource(args.snapshot, context)
     from ..sources.live import Connection, LiveSource
 
     return LiveSource(
         Connection(
-            kubeconfig=args.kubeconfig,
-            context=args.context,
+            kubeconfig=kubeconfig,
+            context=context,
             cluster=args.cluster,
             user=args.user,
             request_timeout=args.request_timeout or None,

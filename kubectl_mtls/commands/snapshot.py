@@ -3,28 +3,31 @@
 from __future__ import annotations
 
 import argparse
+import re
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import orjson
 
 from .. import __version__
-from ..errors import EXIT_GATHER, EXIT_OK, MtlsError, NotFoundError, UsageError
+from ..errors import EXIT_GATHER, EXIT_OK, GatherError, MtlsError, NotFoundError, UsageError
 from ..normalize import pod as podinfo
 from ..render import Style, columns, emit
 from ..sources.kinds import KINDS, SNAPSHOT_KINDS
 from ..sources.scrub import needs_scrub, scrub_dump, scrub_object, scrub_pod, scrub_secret
 from ..sources.snapshot import (
+    CONTEXTS_DIR,
     FORMAT,
     FORMAT_VERSION,
     MANIFEST,
+    MULTI_CONTEXT_VERSION,
     PROXY_STATUS,
     SnapshotWriter,
     log_path,
     stats_path,
     ztunnel_path,
 )
-from .common import namespace_of, now, open_source, positive_int
+from .common import namespace_of, now, open_context, open_source, paired_kubeconfigs, positive_int, several
 from .gather import WORKERS
 
 ROOT_NAMESPACE = "istio-system"  # mesh-wide policies live here (meshConfig rootNamespace default)
@@ -65,6 +68,8 @@ def register(sub: Any, output: argparse.ArgumentParser, source: argparse.Argumen
 def run(args: argparse.Namespace) -> int:
     if args.snapshot:
         raise UsageError("snapshot reads a live cluster; --snapshot makes no sense here")
+    if len(several(args, "contexts")) > 1:
+        return _run_contexts(args)
     source = open_source(args)
     scope = None if args.all_namespaces else namespace_of(args, source)
     writer = SnapshotWriter(args.dir, force=args.force)
@@ -82,8 +87,88 @@ def run(args: argparse.Namespace) -> int:
     return EXIT_GATHER if manifest["pods"] and nothing and manifest["incomplete"] else EXIT_OK
 
 
+class _Under:
+    """A writer that puts everything under one sub-directory (one context of a multi-context snapshot)."""
+
+    def __init__(self, writer: SnapshotWriter, prefix: str) -> None:
+        self.writer, self.prefix = writer, prefix
+
+    def write_json(self, relative: str, value: Any) -> None:
+        self.writer.write_json(f"{self.prefix}/{relative}", value)
+
+    def write_bytes(self, relative: str, data: bytes) -> None:
+        self.writer.write_bytes(f"{self.prefix}/{relative}", data)
+
+
+def context_directory(name: str, taken: set[str]) -> str:
+    """A directory name for a context: context names may hold `/` and `:` (EKS ARNs)."""
+    base = re.sub(r"[^A-Za-z0-9._-]", "_", name).strip(".") or "context"
+    candidate, index = base, 2
+    while candidate in taken:
+        candidate, index = f"{base}-{index}", index + 1
+    taken.add(candidate)
+    return candidate
+
+
+def _run_contexts(args: argparse.Namespace) -> int:
+    """`snapshot --context A --context B`: one version-1 snapshot per context, side by side."""
+    contexts = several(args, "contexts")
+    if len(set(contexts)) != len(contexts):
+        raise UsageError("--context: each context once")
+    writer = SnapshotWriter(args.dir, force=args.force)
+    taken: set[str] = set()
+    entries, summaries, failed = [], [], []
+    try:
+        for context, kubeconfig in zip(contexts, paired_kubeconfigs(args, contexts), strict=True):
+            source = open_context(args, context, kubeconfig)
+            try:
+                scope = None if args.all_namespaces else namespace_of(args, source)
+                path = f"{CONTEXTS_DIR}/{context_directory(context, taken)}"
+                manifest = _collect(source, scope, args.selector, _Under(writer, path), args)
+            except MtlsError as exc:
+                if exc.exit_code != EXIT_GATHER:
+                    raise
+                failed.append({"context": context, "error": str(exc)})
+                continue
+            manifest["context"] = context
+            _Under(writer, path).write_json(MANIFEST, manifest)
+            entries.append({"name": context, "path": path})
+            summaries.append({"context": context, "directory": f"{args.dir}/{path}", **manifest})
+        if not entries:
+            raise GatherError("; ".join(f"{f['context']}: {f['error']}" for f in failed))
+        writer.write_json(
+            MANIFEST,
+            {
+                "format": FORMAT,
+                "version": MULTI_CONTEXT_VERSION,
+                "tool_version": f"v{__version__}",
+                "created": now().strftime("%Y-%m-%dT%H:%M:%SZ"),
+                "contexts": entries,
+                "incomplete": failed,
+            },
+        )
+        writer.commit()
+    except BaseException:
+        writer.abort()
+        raise
+    style = Style.detect(args.no_color)
+    result = {"directory": args.dir, "contexts": summaries, "incomplete": failed}
+    emit(result, args.output, args.query, lambda d, wide: _contexts_table(d, style))
+    return EXIT_GATHER if failed else EXIT_OK
+
+
+def _contexts_table(data: dict[str, Any], style: Style) -> str:
+    text = ""
+    for summary in data["contexts"]:
+        text += f"context {summary['context']}: " + table(summary, style).split("Replay with:")[0]
+    for failure in data["incomplete"]:
+        text += style.warn(f"incomplete: context {failure['context']}: {failure['error']}") + "\n"
+    text += f"Replay with: kubectl mtls trust --snapshot {data['directory']}\n"
+    return text
+
+
 def _collect(
-    source: Any, scope: str | None, selector: str | None, writer: SnapshotWriter, args: argparse.Namespace
+    source: Any, scope: str | None, selector: str | None, writer: SnapshotWriter | _Under, args: argparse.Namespace
 ) -> dict[str, Any]:
     incomplete: list[dict[str, str]] = []
     pods = source.list_pods(scope, selector)  # without pods there is nothing to snapshot: errors stop here
@@ -160,6 +245,7 @@ def _collect(
         "tool_version": f"v{__version__}",
         "created": now().strftime("%Y-%m-%dT%H:%M:%SZ"),
         "source": source.description,
+        "context": getattr(source, "context_name", None),
         "scope": scope or "all namespaces",
         "selector": selector,
         "default_namespace": scope or source.default_namespace(),
@@ -197,7 +283,7 @@ def _save_ztunnels(source: Any, writer: SnapshotWriter, incomplete: list[dict[st
 
 
 def _save_logs(
-    source: Any, pods: list[dict[str, Any]], writer: SnapshotWriter, args: argparse.Namespace
+    source: Any, pods: list[dict[str, Any]], writer: SnapshotWriter | _Under, args: argparse.Namespace
 ) -> list[dict[str, str]]:
     """istio-proxy logs of the sidecars and the discovery logs of istiod (found by label app=istiod)."""
     failures = []

@@ -40,6 +40,7 @@ class LiveSource:
         self.description = f"cluster (context {conn.context})" if conn.context else "cluster"
         self._api: Any = None
         self._namespace = "default"
+        self.context_name: str | None = conn.context  # the kubeconfig context in use, once connected
         self._versions: dict[str, str] = {}
 
     # -- connection ---------------------------------------------------------------------------
@@ -84,6 +85,7 @@ class LiveSource:
         if name not in by_name:
             raise ConfigException(f"context {name!r} not found in kubeconfig" if name else "no current context")
         self._namespace = by_name[name].get("namespace") or "default"
+        self.context_name = name
         if not (self.conn.cluster or self.conn.user):
             config.load_kube_config(
                 config_file=paths, context=name, client_configuration=configuration, persist_config=False

@@ -12,7 +12,11 @@ from typing import Any
 REDACTED_B64 = "W3JlZGFjdGVkXQ=="  # base64("[redacted]"), what Envoy writes
 PRIVATE_KEY_PEM = re.compile(rb"-----BEGIN [A-Z ]*PRIVATE KEY-----.*?-----END [A-Z ]*PRIVATE KEY-----", re.S)
 # Env values the diagnosis reads (probe rewriting, proxy metadata); every other value is dropped.
-KEPT_ENV = re.compile(r"^(ISTIO_KUBE_APP_PROBERS|ISTIO_META_[A-Z_]+|PROXY_CONFIG)$")
+KEPT_ENV = re.compile(
+    r"^(ISTIO_KUBE_APP_PROBERS|ISTIO_META_[A-Z_]+|PROXY_CONFIG"
+    # which CA signs (trust): istiod's CA switch and the address sidecars send CSRs to; never credentials
+    r"|ENABLE_CA_SERVER|EXTERNAL_CA|CA_ADDR|PILOT_CERT_PROVIDER)$"
+)
 LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
 CERTIFICATE_PEM = re.compile(rb"-----BEGIN CERTIFICATE-----.*?-----END CERTIFICATE-----\n?", re.S)
 

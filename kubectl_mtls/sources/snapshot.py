@@ -7,6 +7,10 @@ Layout (version 1):
     DIR/ztunnel/<ztunnel-pod>.json     `istioctl ztunnel-config all <pod>.<ns> -o json`, unchanged
 A hand-made snapshot may instead hold DIR/proxies/<namespace>/<pod>/*.json: any mix of
 `proxy-config all|cluster|listener|secret -o json` outputs for that pod.
+
+Several contexts (version 2, `snapshot --context A --context B`): DIR/snapshot.json lists
+`contexts: [{name, path}]`, and each DIR/contexts/<dir>/ is a version-1 snapshot of one context,
+readable on its own. `--context NAME` picks one of them.
 """
 
 from __future__ import annotations
@@ -25,7 +29,9 @@ from .scrub import has_private_key
 
 FORMAT = "kubectl-mtls-snapshot"
 FORMAT_VERSION = 1
+MULTI_CONTEXT_VERSION = 2  # a directory of per-context version-1 snapshots
 MANIFEST = "snapshot.json"
+CONTEXTS_DIR = "contexts"
 PROXY_STATUS = "istio/proxy-status.txt"
 
 
@@ -72,28 +78,76 @@ def _ztunnel_stub(pod: str, namespace: Any, node: Any) -> dict[str, Any]:
     }
 
 
+def _read_manifest(directory: Path) -> dict[str, Any] | None:
+    manifest = directory / MANIFEST
+    if not manifest.is_file():
+        return None
+    loaded = jsonutil.loads(manifest.read_bytes(), str(manifest))
+    if not isinstance(loaded, dict) or loaded.get("format") != FORMAT:
+        raise InputError(f"{manifest}: not a kubectl-mtls snapshot manifest")
+    version = loaded.get("version", 0)
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise InputError(f"{manifest}: 'version' must be an integer, not {version!r}")
+    if version > MULTI_CONTEXT_VERSION:
+        raise InputError(f"{manifest}: snapshot format {version} is newer than this tool")
+    if not isinstance(loaded.get("incomplete", []), list):
+        raise InputError(f"{manifest}: 'incomplete' must be a list")
+    return loaded
+
+
+def snapshot_contexts(directory: str) -> list[tuple[str, str]]:
+    """(context name, directory of its version-1 snapshot) of a snapshot: every context of a
+    multi-context snapshot, else the one context a single snapshot was taken from."""
+    root = Path(directory)
+    if not root.is_dir():
+        raise InputError(f"snapshot {directory}: no such directory")
+    manifest = _read_manifest(root) or {}
+    entries = manifest.get("contexts")
+    if entries is None:
+        name = manifest.get("context")
+        return [(name if isinstance(name, str) and name else root.name or directory, directory)]
+    if not isinstance(entries, list) or not entries:
+        raise InputError(f"{root / MANIFEST}: 'contexts' must be a non-empty list")
+    out = []
+    for index, entry in enumerate(entries):
+        name, path = (entry or {}).get("name") if isinstance(entry, dict) else None, None
+        if isinstance(entry, dict):
+            path = entry.get("path")
+        if not isinstance(name, str) or not name or not isinstance(path, str) or not _safe_relative(path):
+            raise InputError(f"{root / MANIFEST}: contexts[{index}] needs a name and a relative path inside it")
+        out.append((name, str(root / path)))
+    return out
+
+
+def _safe_relative(path: str) -> bool:
+    parts = Path(path).parts
+    return bool(parts) and not Path(path).is_absolute() and ".." not in parts
+
+
 class SnapshotSource:
-    def __init__(self, directory: str) -> None:
+    def __init__(self, directory: str, context: str | None = None) -> None:
         self.root = Path(directory)
         self.description = f"snapshot {directory}"
         if not self.root.is_dir():
             raise InputError(f"snapshot {directory}: no such directory")
         self.manifest: dict[str, Any] = {}
-        manifest = self.root / MANIFEST
-        if manifest.is_file():
-            loaded = jsonutil.loads(manifest.read_bytes(), str(manifest))
-            if not isinstance(loaded, dict) or loaded.get("format") != FORMAT:
-                raise InputError(f"{manifest}: not a kubectl-mtls snapshot manifest")
-            version = loaded.get("version", 0)
-            if not isinstance(version, int) or isinstance(version, bool):
-                raise InputError(f"{manifest}: 'version' must be an integer, not {version!r}")
-            if version > FORMAT_VERSION:
-                raise InputError(f"{manifest}: snapshot format {version} is newer than this tool")
-            if not isinstance(loaded.get("incomplete", []), list):
-                raise InputError(f"{manifest}: 'incomplete' must be a list")
+        loaded = _read_manifest(self.root)
+        if loaded is not None and "contexts" in loaded:
+            contexts = snapshot_contexts(directory)
+            names = [n for n, _ in contexts]
+            chosen = next((p for n, p in contexts if n == context), None)
+            if chosen is None:
+                which = f"has no context {context!r}" if context else "holds several contexts"
+                raise UsageError(f"snapshot {directory} {which}: pass --context with one of {', '.join(names)}")
+            self.root = Path(chosen)
+            self.description = f"snapshot {directory} (context {context})"
+            if not self.root.is_dir():
+                raise InputError(f"snapshot {directory}: context {context} has no directory {chosen}")
+            loaded = _read_manifest(self.root)
+        if loaded is not None:
             self.manifest = loaded
         elif not (self.root / "proxies").is_dir() and not (self.root / "kubernetes").is_dir():
-            raise InputError(f"snapshot {directory}: neither {MANIFEST}, kubernetes/ nor proxies/ found")
+            raise InputError(f"snapshot {self.root}: neither {MANIFEST}, kubernetes/ nor proxies/ found")
         self._cache: dict[str, list[dict[str, Any]]] = {}
 
     # -- Kubernetes objects -------------------------------------------------------------------

@@ -159,8 +159,11 @@ def make_intermediate(
     *,
     not_before: _dt.datetime | None = None,
     key_type: str = "ec",
+    common_name: str = "Intermediate CA",
+    path_length: int | None = None,
 ) -> Issued:
-    """Intermediate CA (plug-in CA shape: ``O=<org>, CN=Intermediate CA``) signed by ``parent``."""
+    """Intermediate CA (plug-in CA shape: ``O=<org>, CN=Intermediate CA``) signed by ``parent``;
+    ``path_length`` sets basicConstraints pathlen (None: unlimited, as Istio's tooling makes them)."""
     key = _new_key(key_type)
     start = not_before if not_before is not None else _now() - CA_BACKDATE
     builder = (
@@ -169,7 +172,7 @@ def make_intermediate(
             x509.Name(
                 [
                     x509.NameAttribute(NameOID.ORGANIZATION_NAME, org),
-                    x509.NameAttribute(NameOID.COMMON_NAME, "Intermediate CA"),
+                    x509.NameAttribute(NameOID.COMMON_NAME, common_name),
                 ]
             )
         )
@@ -178,7 +181,7 @@ def make_intermediate(
         .serial_number(x509.random_serial_number())
         .not_valid_before(start)
         .not_valid_after(start + _dt.timedelta(days=days))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=path_length), critical=True)
         .add_extension(_ca_key_usage(), critical=True)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .add_extension(_aki(parent), critical=False)
