@@ -114,7 +114,7 @@ def test_shared_root_with_per_cluster_intermediates_trusts_both_ways(mesh: Mesh,
         # every istioctl call went to the cluster of its pod
         calls = mc.istioctl_calls()
         assert calls
-        for call in calls:
+        for call in (c for c in calls if c[0] == "proxy-config"):
             context = call[call.index("--context") + 1]
             assert f"-{context}-" in call[2], call
     table = run_cli("trust", "--snapshot", str(tmp_path / "snap"))
@@ -270,6 +270,7 @@ def test_snapshot_keeps_one_readable_snapshot_per_context(mesh: Mesh, tmp_path: 
     direct = run_cli("certs", "-A", "--snapshot", str(snap / "contexts" / "west"), "-o", "json")
     chosen = run_cli("certs", "-A", "--snapshot", str(snap), "--context", "west", "-o", "json")
     assert direct.returncode == chosen.returncode == 0
+
     def held(proc: Any) -> list[tuple[str, str]]:
         return [(i["pod"], i["fingerprint_sha256"]) for i in json.loads(proc.stdout)["items"]]
 
@@ -277,6 +278,6 @@ def test_snapshot_keeps_one_readable_snapshot_per_context(mesh: Mesh, tmp_path: 
     assert {i["pod"] for i in json.loads(chosen.stdout)["items"]} == {"app0-west-5d8c7b9f6-h3m9t"}
     ambiguous = run_cli("certs", "-A", "--snapshot", str(snap))
     assert ambiguous.returncode == 2
-    assert ambiguous.stderr == (
-        f"error: snapshot {snap} holds several contexts: pass --context with one of east, west\n"
+    assert ambiguous.stderr.startswith(
+        f"error: snapshot {snap} holds several contexts: pass --context with one of east, west"
     )

@@ -99,9 +99,7 @@ def test_trust_needs_contexts() -> None:
 def test_one_cluster_commands_refuse_several_contexts(tmp_path: Path) -> None:
     proc = run_cli("certs", "-A", "--context", "a", "--context", "b")
     assert proc.returncode == 2
-    assert (
-        proc.stderr == "error: --context and --kubeconfig name one cluster here; only trust and snapshot take several\n"
-    )
+    assert proc.stderr.startswith("error: --context and --kubeconfig name one cluster here; only trust and snapshot")
 
 
 def test_kubeconfig_count_must_match_contexts(tmp_path: Path) -> None:
@@ -109,7 +107,9 @@ def test_kubeconfig_count_must_match_contexts(tmp_path: Path) -> None:
         "trust", "--context", "a", "--context", "b", "--context", "c", "--kubeconfig", "x", "--kubeconfig", "y"
     )
     assert proc.returncode == 2
-    assert proc.stderr == "error: --kubeconfig given 2 times for 3 contexts: give it once, or once per --context\n"
+    assert proc.stderr.startswith(
+        "error: --kubeconfig given 2 times for 3 contexts: give it once, or once per --context"
+    )
 
 
 def _multi_snapshot(root: Path, contexts: list[dict[str, Any]]) -> None:
@@ -141,7 +141,7 @@ def test_unknown_context_of_snapshot(tmp_path: Path) -> None:
     _multi_snapshot(snap, [{"name": "east", "path": "contexts/east"}])
     proc = run_cli("trust", "--snapshot", str(snap), "--context", "north")
     assert proc.returncode == 2
-    assert proc.stderr == f"error: snapshot {snap} has no context 'north': it holds east\n"
+    assert proc.stderr.startswith(f"error: snapshot {snap} has no context 'north': it holds east")
 
 
 def test_unreachable_cluster_is_incomplete_and_exit_3(tmp_path: Path) -> None:

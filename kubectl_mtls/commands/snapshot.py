@@ -257,7 +257,9 @@ def _collect(
     }
 
 
-def _save_ztunnels(source: Any, writer: SnapshotWriter, incomplete: list[dict[str, str]]) -> list[dict[str, Any]]:
+def _save_ztunnels(
+    source: Any, writer: SnapshotWriter | _Under, incomplete: list[dict[str, str]]
+) -> list[dict[str, Any]]:
     """`ztunnel/<pod>.json` per ztunnel pod: istioctl's bytes, once they parse as JSON."""
     try:
         pods = source.ztunnel_pods()
