@@ -178,7 +178,7 @@ def test_bad_query_is_a_usage_error() -> None:
         ),
         (
             {"kubernetes/pods.json": '{"items": [{"metadata": {"name": 5, "namespace": ["x"]}}]}'},
-            "needs a string metadata.name",
+            "metadata.name must be a string",
         ),
     ],
 )

@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import re
+import signal
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import orjson
 
 from .. import __version__
-from ..errors import EXIT_GATHER, EXIT_OK, GatherError, MtlsError, NotFoundError, UsageError
+from ..errors import EXIT_GATHER, EXIT_OK, GatherError, InputError, MtlsError, NotFoundError, UsageError
 from ..normalize import pod as podinfo
 from ..render import Style, columns, emit
 from ..sources.kinds import KINDS, SNAPSHOT_KINDS
-from ..sources.scrub import needs_scrub, scrub_dump, scrub_object, scrub_pod, scrub_secret
+from ..sources.scrub import redact_key_strings, scrub_dump, scrub_object, scrub_pod, scrub_secret
 from ..sources.snapshot import (
     CONTEXTS_DIR,
     FORMAT,
@@ -69,15 +72,17 @@ def run(args: argparse.Namespace) -> int:
     if args.snapshot:
         raise UsageError("snapshot reads a live cluster; --snapshot makes no sense here")
     if len(several(args, "contexts")) > 1:
-        return _run_contexts(args)
+        with _signals_as_exit():
+            return _run_contexts(args)
     source = open_source(args)
     scope = None if args.all_namespaces else namespace_of(args, source)
     writer = SnapshotWriter(args.dir, force=args.force)
     try:
-        manifest = _collect(source, scope, args.selector, writer, args)
-        writer.write_json(MANIFEST, manifest)
-        writer.commit()
-    except BaseException:
+        with _signals_as_exit():
+            manifest = _collect(source, scope, args.selector, writer, args)
+            writer.write_json(MANIFEST, manifest)
+            writer.commit()
+    except BaseException:  # Ctrl-C, SIGTERM, SIGHUP or an error: no temporary directory left behind
         writer.abort()
         raise
     style = Style.detect(args.no_color)
@@ -167,12 +172,33 @@ def _contexts_table(data: dict[str, Any], style: Style) -> str:
     return text
 
 
+@contextlib.contextmanager
+def _signals_as_exit() -> Iterator[None]:
+    """SIGTERM and SIGHUP end the run like Ctrl-C does, through the cleanup above (exit 128+signal).
+    SIGKILL cannot be caught: it may leave a `.DIR.*` temporary directory (see the README)."""
+    def leave(signum: int, _frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    previous: dict[int, Any] = {}
+    try:
+        for sig in (signal.SIGTERM, getattr(signal, "SIGHUP", None)):
+            if sig is not None:
+                previous[sig] = signal.signal(sig, leave)
+    except ValueError:  # not the main thread (embedded use): nothing to install
+        pass
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 def _collect(
     source: Any, scope: str | None, selector: str | None, writer: SnapshotWriter | _Under, args: argparse.Namespace
 ) -> dict[str, Any]:
     incomplete: list[dict[str, str]] = []
     pods = source.list_pods(scope, selector)  # without pods there is nothing to snapshot: errors stop here
-    writer.write_json("kubernetes/pods.json", {"items": [scrub_pod(p) for p in pods]})
+    writer.write_json("kubernetes/pods.json", redact_key_strings({"items": [scrub_pod(p) for p in pods]}))
     counts: dict[str, int] = {"pods": len(pods)}
     for kind in SNAPSHOT_KINDS:
         if kind == "pods":
@@ -193,7 +219,7 @@ def _collect(
                 incomplete.append({"kind": kind, "namespace": ns or "", "error": str(exc)})
         counts[kind] = len(objects)
         scrub = scrub_secret if kind == "secrets" else scrub_object
-        writer.write_json(f"kubernetes/{kind}.json", {"items": [scrub(o) for o in objects]})
+        writer.write_json(f"kubernetes/{kind}.json", redact_key_strings({"items": [scrub(o) for o in objects]}))
 
     with_envoy = [p for p in pods if podinfo.has_envoy(p)]
 
@@ -208,14 +234,21 @@ def _collect(
                 doc = orjson.loads(raw)  # never store what we could not read back
             except orjson.JSONDecodeError as exc:
                 return {"namespace": ns, "pod": name, "error": f"{what}: not valid JSON ({exc})"}
-            if needs_scrub(raw):
-                writer.write_json(f"proxies/{ns}/{name}.json", scrub_dump(doc))
-            else:  # istioctl's bytes unchanged: replays exactly, and keeps the fast parse path
-                writer.write_bytes(f"proxies/{ns}/{name}.json", raw)
+            scrubbed = scrub_dump(doc)
+            try:
+                if scrubbed != doc:
+                    writer.write_json(f"proxies/{ns}/{name}.json", scrubbed)
+                else:  # istioctl's bytes unchanged: replays exactly, and keeps the fast parse path
+                    writer.write_bytes(f"proxies/{ns}/{name}.json", raw)
+            except InputError as exc:  # key material outside the fields Envoy marks sensitive
+                return {"namespace": ns, "pod": name, "error": str(exc)}
         return None
 
-    with ThreadPoolExecutor(max_workers=WORKERS) as pool:
+    pool = ThreadPoolExecutor(max_workers=WORKERS)
+    try:
         failures = [f for f in pool.map(dump, with_envoy) if f]
+    finally:  # interrupted: queued dumps are dropped, not fetched into an abandoned directory
+        pool.shutdown(wait=False, cancel_futures=True)
     incomplete.extend(failures)
     ztunnels = _save_ztunnels(source, writer, incomplete)
     try:
@@ -272,13 +305,13 @@ def _save_ztunnels(
         try:
             what, raw = source.ztunnel_config(ns, name)
             orjson.loads(raw)
+            writer.write_bytes(ztunnel_path(name), raw)  # refused (InputError) if it holds key material
         except orjson.JSONDecodeError as exc:
             incomplete.append({"namespace": ns, "pod": name, "error": f"{what}: not valid JSON ({exc})"})
             continue
         except MtlsError as exc:
             incomplete.append({"namespace": ns, "pod": name, "error": str(exc)})
             continue
-        writer.write_bytes(ztunnel_path(name), raw)
         node = (pod.get("spec") or {}).get("nodeName")
         saved.append({"namespace": ns, "pod": name, "node": node if isinstance(node, str) else None})
     return saved

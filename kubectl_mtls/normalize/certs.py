@@ -9,6 +9,10 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import re
+import threading
+import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -17,6 +21,11 @@ if TYPE_CHECKING:
     from cryptography import x509
 
 PEM_BEGIN = b"-----BEGIN CERTIFICATE-----"
+_PEM_BLOCK = re.compile(rb"-----BEGIN CERTIFICATE-----.*?-----END CERTIFICATE-----", re.S)
+# cryptography warns (on stderr) about certificates it reads but disapproves of (a negative serial);
+# those warnings become notes of the certificate. Capturing warnings swaps process-wide state, so
+# certificate parsing in concurrent gathers takes turns.
+_WARNINGS_LOCK = threading.RLock()
 
 
 class CertError(ValueError):
@@ -29,10 +38,25 @@ class ParsedCert:
 
     info: dict[str, Any]
     cert: x509.Certificate = field(repr=False)
+    notes: list[str] = field(default_factory=list)  # what is odd about it (cryptography's warnings)
+
+
+@contextlib.contextmanager
+def warnings_as_notes(notes: list[str]) -> Iterator[None]:
+    """Warnings raised inside (cryptography's) appended to `notes` instead of printed on stderr."""
+    with _WARNINGS_LOCK, warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield
+    for warning in caught:
+        text = str(warning.message).split(". ")[0].rstrip(".")
+        if text not in notes:
+            notes.append(text)
 
 
 def rfc3339(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    """RFC 3339 in UTC, the year always four digits (strftime writes year 1 as `1`)."""
+    utc = moment.astimezone(UTC) if moment.tzinfo else moment
+    return f"{utc.year:04d}-{utc.month:02d}-{utc.day:02d}T{utc.hour:02d}:{utc.minute:02d}:{utc.second:02d}Z"
 
 
 def parse_rfc3339(text: str) -> datetime:
@@ -54,16 +78,32 @@ def decode_inline(value: Any) -> bytes:
     return string.encode() if isinstance(string, str) else b""
 
 
-def load_pem_bundle(data: bytes) -> list[x509.Certificate]:
-    """Every certificate in a PEM bundle, in order. Garbage between blocks is ignored, as Envoy does."""
+def load_pem_bundle(data: bytes, notes: list[str] | None = None) -> list[x509.Certificate]:
+    """Every certificate in a PEM bundle, in order. Garbage between blocks is ignored, as Envoy does.
+    A damaged block is never dropped silently: it is a CertError, or with `notes` a note naming the
+    block while the others are still read."""
     from cryptography import x509
 
     if PEM_BEGIN not in data:
         raise CertError("no PEM certificate found")
-    try:
-        return x509.load_pem_x509_certificates(data)
-    except ValueError as exc:
-        raise CertError(f"unreadable PEM certificate ({exc})") from None
+    blocks = _PEM_BLOCK.findall(data)
+    total = data.count(PEM_BEGIN)
+    damaged: list[str] = []
+    if len(blocks) < total:
+        damaged.append(f"PEM certificate {len(blocks) + 1} of {total} has no END line (truncated)")
+    certs = []
+    found: list[str] = []
+    with warnings_as_notes(found):
+        for index, block in enumerate(blocks, 1):
+            try:
+                certs.append(x509.load_pem_x509_certificate(block))
+            except ValueError as exc:
+                damaged.append(f"PEM certificate {index} of {total} is damaged and was not read ({exc})")
+    if damaged and (notes is None or not certs):
+        raise CertError("; ".join(damaged))
+    if notes is not None:
+        notes.extend(damaged + found)
+    return certs
 
 
 _BUNDLES: dict[tuple[bytes, str | None], list[ParsedCert]] = {}
@@ -76,13 +116,18 @@ def parse_bundle(data: bytes, trust_domain: str | None = None) -> list[ParsedCer
     key = (data, trust_domain)
     cached = _BUNDLES.get(key)
     if cached is None:
-        cached = [describe(c, trust_domain) for c in load_pem_bundle(data)]
+        notes: list[str] = []
+        cached = [describe(c, trust_domain) for c in load_pem_bundle(data, notes)]
+        if cached and notes:  # damaged blocks: told with the first certificate of the bundle
+            cached[0].notes[:0] = notes
         if len(_BUNDLES) >= _BUNDLE_CACHE_SIZE:
             _BUNDLES.clear()
         _BUNDLES[key] = cached
     # Callers annotate the info dicts (chain_verified): hand out copies.
     return [
-        ParsedCert(info={**p.info, "sans": {k: list(v) for k, v in p.info["sans"].items()}}, cert=p.cert)
+        ParsedCert(
+            info={**p.info, "sans": {k: list(v) for k, v in p.info["sans"].items()}}, cert=p.cert, notes=list(p.notes)
+        )
         for p in cached
     ]
 
@@ -94,6 +139,15 @@ def fingerprint(cert: x509.Certificate) -> str:
 
 
 def describe(cert: x509.Certificate, trust_domain: str | None = None) -> ParsedCert:
+    notes: list[str] = []
+    with warnings_as_notes(notes):
+        info = _info(cert)
+    if trust_domain is not None:
+        info["trust_domain"] = trust_domain
+    return ParsedCert(info=info, cert=cert, notes=notes)
+
+
+def _info(cert: x509.Certificate) -> dict[str, Any]:
     from cryptography import x509
     from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
@@ -121,7 +175,7 @@ def describe(cert: x509.Certificate, trust_domain: str | None = None) -> ParsedC
         "subject": cert.subject.rfc4514_string(),
         "issuer": cert.issuer.rfc4514_string(),
         "sans": {"uri": uris, "dns": dns},
-        "serial": format(cert.serial_number, "032x"),
+        "serial": serial_text(cert.serial_number),
         "not_before": rfc3339(cert.not_valid_before_utc),
         "not_after": rfc3339(cert.not_valid_after_utc),
         "fingerprint_sha256": fingerprint(cert),
@@ -130,9 +184,12 @@ def describe(cert: x509.Certificate, trust_domain: str | None = None) -> ParsedC
         "key": key_desc,
         "chain_verified": None,
     }
-    if trust_domain is not None:
-        info["trust_domain"] = trust_domain
-    return ParsedCert(info=info, cert=cert)
+    return info
+
+
+def serial_text(serial: int) -> str:
+    """As istioctl prints it (%032x); a negative serial (RFC 5280 forbids them) keeps its sign."""
+    return format(serial, "032x") if serial >= 0 else "-" + format(-serial, "032x")
 
 
 def spiffe_id(cert: ParsedCert) -> str | None:
@@ -152,7 +209,10 @@ def _verification_time(chain: list[x509.Certificate], now: datetime) -> datetime
     end = min(c.not_valid_after_utc for c in chain)
     if start > end:
         return now
-    return min(max(now, start + timedelta(seconds=1)), end - timedelta(seconds=1))
+    try:
+        return min(max(now, start + timedelta(seconds=1)), end - timedelta(seconds=1))
+    except OverflowError:  # validity at the very edge of the calendar (year 1 or 9999)
+        return min(max(now, start), end)
 
 
 def _explain(message: str) -> str:

@@ -43,6 +43,16 @@ def _kind(secret: JSON) -> str:
     return "unknown"
 
 
+def _notes_of(secret: str, certs: list[ParsedCert]) -> list[str]:
+    """Odd certificates and damaged PEM blocks, said where the user reads what could not be read."""
+    out = []
+    for index, cert in enumerate(certs, 1):
+        for note in cert.notes:
+            about = "" if note.startswith("PEM ") else f"certificate {index} ({cert.info['subject']}): "
+            out.append(f"secret {secret}: {about}{note}")
+    return out
+
+
 def read_secrets(entries: list[JSON]) -> SecretMaterial:
     out = SecretMaterial()
     for entry in entries:
@@ -69,6 +79,7 @@ def read_secrets(entries: list[JSON]) -> SecretMaterial:
                     out.notes.append("secret default: no certificate_chain")
                     continue
                 out.chain = parse_bundle(pem)
+                out.notes.extend(_notes_of("default", out.chain))
             except CertError as exc:
                 out.notes.append(f"secret default: {exc}")
         elif name == ROOTS:
@@ -82,7 +93,9 @@ def read_secrets(entries: list[JSON]) -> SecretMaterial:
                 if not pem:
                     continue
                 try:
-                    out.roots.extend(parse_bundle(pem, domain))
+                    parsed = parse_bundle(pem, domain)
+                    out.roots.extend(parsed)
+                    out.notes.extend(_notes_of("ROOTCA", parsed))
                 except CertError as exc:
                     out.notes.append(f"secret ROOTCA: {exc}")
             if not out.roots and not any(n.startswith("secret ROOTCA") for n in out.notes):

@@ -15,6 +15,7 @@ from ..errors import GatherError, InputError, NotFoundError, UsageError, one_lin
 from . import Document
 from . import istioctl as istioctl_cli
 from .kinds import KINDS, Kind
+from .names import path_component
 from .scrub import scrub_secret
 
 PAGE = 500
@@ -152,8 +153,8 @@ class LiveSource:
 
     @staticmethod
     def _core_path(plural: str, namespace: str | None, name: str | None = None) -> str:
-        base = "/api/v1" + (f"/namespaces/{namespace}" if namespace else "") + f"/{plural}"
-        return base + (f"/{name}" if name else "")
+        base = "/api/v1" + (f"/namespaces/{path_component(namespace, 'namespace')}" if namespace else "")
+        return base + f"/{plural}" + (f"/{path_component(name, 'object')}" if name else "")
 
     def list_pods(self, namespace: str | None, selector: str | None = None) -> list[dict[str, Any]]:
         query = {"labelSelector": selector} if selector else {}
@@ -184,7 +185,8 @@ class LiveSource:
 
     def _path(self, spec: Kind, version: str, namespace: str | None) -> str:
         prefix = f"/apis/{spec.group}/{version}" if spec.group else f"/api/{version}"
-        return prefix + (f"/namespaces/{namespace}" if namespace else "") + f"/{spec.plural}"
+        scope = f"/namespaces/{path_component(namespace, 'namespace')}" if namespace else ""
+        return prefix + scope + f"/{spec.plural}"
 
     def _list_custom(self, spec: Kind, namespace: str | None) -> list[dict[str, Any]]:
         """Istio CRDs: newest served version first; none served means Istio's CRDs are not installed."""

@@ -15,9 +15,12 @@ readable on its own. `--context NAME` picks one of them.
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
+import stat
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +28,9 @@ from .. import jsonutil
 from ..errors import InputError, NotFoundError, UsageError
 from . import Document
 from .kinds import KINDS
-from .scrub import has_private_key
+from .names import path_component
+from .scrub import key_material
+from .shapes import ShapeError, check_object, describe
 
 FORMAT = "kubectl-mtls-snapshot"
 FORMAT_VERSION = 1
@@ -54,16 +59,74 @@ def log_path(namespace: str, pod: str, container: str) -> str:
 # Marks a Pod made up from a dump file alone: its service account and spec are unknown.
 FROM_DUMP = "kubectl-mtls.io/from-dump"
 
+# No file of a snapshot is read beyond this size (a whole mesh's dump of one sidecar is a few MB): a
+# FIFO, /dev/zero or a runaway file must not exhaust memory. Documented in the README.
+MAX_FILE_BYTES = 256 * 1024 * 1024
 
-def _check_metadata(item: dict[str, Any], where: str, named: bool) -> None:
-    """Hand-made snapshots may omit fields, but what is there must have the API's types. Pods need a
-    name: every command names them. (Other kinds may come from bare manifests without one.)"""
-    meta = item.get("metadata", {})
-    if not isinstance(meta, dict):
-        raise InputError(f"{where}: metadata must be an object")
-    name, namespace = meta.get("name", ""), meta.get("namespace", "")
-    if not isinstance(name, str) or not isinstance(namespace, str) or (named and not name):
-        raise InputError(f"{where} needs a string metadata.name" + (" and metadata.namespace" if named else ""))
+
+def read_regular_file(path: Path, root: Path, limit: int = MAX_FILE_BYTES) -> bytes:
+    """The bytes of a regular file inside `root`: never a FIFO, socket or device (which could hang or
+    never end), never a link that leads out of `root`, never more than `limit` bytes. Every failure is
+    an InputError naming the file."""
+    shown = _relative(path, root)
+    real = os.path.realpath(path)
+    if os.path.commonpath([real, os.path.realpath(root)]) != os.path.realpath(root):
+        raise InputError(f"{shown}: links outside the snapshot directory are not followed")
+    try:
+        _regular(os.stat(real), shown)  # before opening: opening a socket or a FIFO has effects of its own
+        fd = os.open(real, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0))
+    except OSError as exc:
+        raise InputError(f"{shown}: {_os_reason(exc)}") from None
+    try:
+        info = os.fstat(fd)
+        _regular(info, shown)  # and again: it may have been swapped in between
+        if info.st_size > limit:
+            raise InputError(f"{shown}: larger than the {limit // (1024 * 1024)} MiB limit for snapshot files")
+        chunks, total = [], 0
+        while True:
+            chunk = os.read(fd, 1 << 20)
+            if not chunk:
+                break
+            total += len(chunk)
+            if total > limit:  # grew while being read
+                raise InputError(f"{shown}: larger than the {limit // (1024 * 1024)} MiB limit for snapshot files")
+            chunks.append(chunk)
+        return b"".join(chunks)
+    except OSError as exc:
+        raise InputError(f"{shown}: {_os_reason(exc)}") from None
+    finally:
+        os.close(fd)
+
+
+def _regular(info: os.stat_result, shown: str) -> None:
+    if not stat.S_ISREG(info.st_mode):
+        kind = "a directory" if stat.S_ISDIR(info.st_mode) else "not a regular file"
+        raise InputError(f"{shown}: {kind} (only regular files are read)")
+
+
+def _os_reason(exc: OSError) -> str:
+    if exc.errno == errno.ELOOP:
+        return "too many levels of symbolic links"
+    return exc.strerror or str(exc)
+
+
+def _relative(path: Path, root: Path) -> str:
+    try:
+        return str(root / path.relative_to(root))
+    except ValueError:
+        return str(path)
+
+
+def _is_dir(path: Path) -> bool:
+    try:
+        return path.is_dir()
+    except OSError:  # a name too long, a directory we may not search: not a directory we can use
+        return False
+
+
+def _present(path: Path) -> bool:
+    """Something (file, directory, link, even a dangling one) is at `path`: reading it will say what."""
+    return os.path.lexists(path)
 
 
 def _ztunnel_stub(pod: str, namespace: Any, node: Any) -> dict[str, Any]:
@@ -78,11 +141,11 @@ def _ztunnel_stub(pod: str, namespace: Any, node: Any) -> dict[str, Any]:
     }
 
 
-def _read_manifest(directory: Path) -> dict[str, Any] | None:
+def _read_manifest(directory: Path, boundary: Path | None = None) -> dict[str, Any] | None:
     manifest = directory / MANIFEST
-    if not manifest.is_file():
+    if not _present(manifest):
         return None
-    loaded = jsonutil.loads(manifest.read_bytes(), str(manifest))
+    loaded = jsonutil.loads(read_regular_file(manifest, boundary or directory), str(manifest))
     if not isinstance(loaded, dict) or loaded.get("format") != FORMAT:
         raise InputError(f"{manifest}: not a kubectl-mtls snapshot manifest")
     version = loaded.get("version", 0)
@@ -90,8 +153,9 @@ def _read_manifest(directory: Path) -> dict[str, Any] | None:
         raise InputError(f"{manifest}: 'version' must be an integer, not {version!r}")
     if version > MULTI_CONTEXT_VERSION:
         raise InputError(f"{manifest}: snapshot format {version} is newer than this tool")
-    if not isinstance(loaded.get("incomplete", []), list):
-        raise InputError(f"{manifest}: 'incomplete' must be a list")
+    failures = loaded.get("incomplete", [])
+    if not isinstance(failures, list) or not all(isinstance(f, dict) for f in failures):
+        raise InputError(f"{manifest}: 'incomplete' must be a list of objects")
     return loaded
 
 
@@ -99,7 +163,7 @@ def snapshot_contexts(directory: str) -> list[tuple[str, str]]:
     """(context name, directory of its version-1 snapshot) of a snapshot: every context of a
     multi-context snapshot, else the one context a single snapshot was taken from."""
     root = Path(directory)
-    if not root.is_dir():
+    if not _is_dir(root):
         raise InputError(f"snapshot {directory}: no such directory")
     manifest = _read_manifest(root) or {}
     entries = manifest.get("contexts")
@@ -127,8 +191,9 @@ def _safe_relative(path: str) -> bool:
 class SnapshotSource:
     def __init__(self, directory: str, context: str | None = None) -> None:
         self.root = Path(directory)
+        self.boundary = self.root  # nothing outside it is read, whichever context is chosen
         self.description = f"snapshot {directory}"
-        if not self.root.is_dir():
+        if not _is_dir(self.root):
             raise InputError(f"snapshot {directory}: no such directory")
         self.manifest: dict[str, Any] = {}
         loaded = _read_manifest(self.root)
@@ -141,12 +206,12 @@ class SnapshotSource:
                 raise UsageError(f"snapshot {directory} {which}: pass --context with one of {', '.join(names)}")
             self.root = Path(chosen)
             self.description = f"snapshot {directory} (context {context})"
-            if not self.root.is_dir():
+            if not _is_dir(self.root):
                 raise InputError(f"snapshot {directory}: context {context} has no directory {chosen}")
-            loaded = _read_manifest(self.root)
+            loaded = _read_manifest(self.root, self.boundary)
         if loaded is not None:
             self.manifest = loaded
-        elif not (self.root / "proxies").is_dir() and not (self.root / "kubernetes").is_dir():
+        elif not _is_dir(self.root / "proxies") and not _is_dir(self.root / "kubernetes"):
             raise InputError(f"snapshot {self.root}: neither {MANIFEST}, kubernetes/ nor proxies/ found")
         self._cache: dict[str, list[dict[str, Any]]] = {}
 
@@ -155,13 +220,16 @@ class SnapshotSource:
         if plural not in self._cache:
             path = self.root / "kubernetes" / f"{plural}.json"
             items: list[dict[str, Any]] = []
-            if path.is_file():
-                data = jsonutil.loads(path.read_bytes(), str(path))
+            if _present(path):
+                data = jsonutil.loads(self._read(path), str(path))
                 raw = data.get("items") if isinstance(data, dict) else data
-                if not isinstance(raw, list) or not all(isinstance(i, dict) for i in raw):
+                if not isinstance(raw, list):
                     raise InputError(f"{path}: expected {{'items': [objects]}}")
                 for index, item in enumerate(raw):
-                    _check_metadata(item, f"{path}: items[{index}]", named=plural == "pods")
+                    try:
+                        check_object(plural, item)
+                    except ShapeError as exc:
+                        raise InputError(f"{path}: {describe(item, index)}: {exc}") from None
                 items = raw
             elif plural == "pods":
                 items = self._pods_from_proxies()
@@ -172,11 +240,11 @@ class SnapshotSource:
         """A snapshot with dumps but no pods.json: each dump stands for a pod with a sidecar."""
         pods = []
         proxies = self.root / "proxies"
-        if proxies.is_dir():
-            for ns_dir in sorted(p for p in proxies.iterdir() if p.is_dir()):
-                for entry in sorted(ns_dir.iterdir()):
+        if _is_dir(proxies):
+            for ns_dir in sorted(p for p in self._list_dir(proxies) if _is_dir(p)):
+                for entry in sorted(self._list_dir(ns_dir)):
                     name = entry.name.removesuffix(".json")
-                    if entry.is_dir() or entry.suffix == ".json":
+                    if _is_dir(entry) or entry.suffix == ".json":
                         pods.append(
                             {
                                 "metadata": {
@@ -188,6 +256,21 @@ class SnapshotSource:
                             }
                         )
         return pods
+
+    def _read(self, path: Path) -> bytes:
+        return read_regular_file(path, self.boundary)
+
+    def _list_dir(self, directory: Path) -> list[Path]:
+        root = os.path.realpath(self.boundary)
+        if os.path.commonpath([os.path.realpath(directory), root]) != root:
+            raise InputError(f"{directory}: links outside the snapshot directory are not followed")
+        try:
+            return list(directory.iterdir())
+        except OSError as exc:
+            raise InputError(f"{directory}: {_os_reason(exc)}") from None
+
+    def _pod_path(self, namespace: str, pod: str) -> tuple[str, str]:
+        return path_component(namespace, "namespace"), path_component(pod, "pod")
 
     def default_namespace(self) -> str:
         value = self.manifest.get("default_namespace")
@@ -224,15 +307,15 @@ class SnapshotSource:
 
     def proxy_status(self) -> bytes:
         path = self.root / PROXY_STATUS
-        if not path.is_file():
+        if not _present(path):
             raise NotFoundError(f"{self.description} has no istioctl proxy-status output")
-        return path.read_bytes()
+        return self._read(path)
 
     def pod_log(self, namespace: str, pod: str, container: str, tail: int) -> str:
-        path = self.root / log_path(namespace, pod, container)
-        if not path.is_file():
+        path = self.root / log_path(*self._pod_path(namespace, pod), path_component(container, "container"))
+        if not _present(path):
             raise NotFoundError(f"{self.description} has no {container} log of {namespace}/{pod}")
-        lines = path.read_text(errors="replace").splitlines(keepends=True)
+        lines = self._read(path).decode(errors="replace").splitlines(keepends=True)
         return "".join(lines[-tail:] if tail else [])
 
     def exec(
@@ -241,10 +324,10 @@ class SnapshotSource:
         raise UsageError("--probe needs a live cluster, not a snapshot")
 
     def envoy_stats(self, namespace: str, pod: str) -> str:
-        path = self.root / stats_path(namespace, pod)
-        if not path.is_file():
+        path = self.root / stats_path(*self._pod_path(namespace, pod))
+        if not _present(path):
             raise NotFoundError(f"{self.description} has no stats of {namespace}/{pod} (snapshot --stats saves them)")
-        return path.read_text(errors="replace")
+        return self._read(path).decode(errors="replace")
 
     # -- ztunnels -----------------------------------------------------------------------------
     def ztunnel_pods(self) -> list[dict[str, Any]]:
@@ -260,15 +343,15 @@ class SnapshotSource:
             if isinstance(entry, dict) and isinstance(entry.get("pod"), str):
                 found.setdefault(entry["pod"], _ztunnel_stub(entry["pod"], entry.get("namespace"), entry.get("node")))
         folder = self.root / ZTUNNEL_DIR
-        if folder.is_dir():
-            for path in sorted(folder.glob("*.json")):
+        if _is_dir(folder):
+            for path in sorted(f for f in self._list_dir(folder) if f.suffix == ".json"):
                 found.setdefault(path.stem, _ztunnel_stub(path.stem, None, None))
         return list(found.values())
 
     def ztunnel_config(self, namespace: str, pod: str) -> Document:
-        path = self.root / ztunnel_path(pod)
-        if path.is_file():
-            return (str(path), path.read_bytes())
+        path = self.root / ztunnel_path(path_component(pod, "pod"))
+        if _present(path):
+            return (str(path), self._read(path))
         for failure in self.manifest.get("incomplete") or []:
             if isinstance(failure, dict) and failure.get("pod") == pod and failure.get("namespace") == namespace:
                 raise InputError(f"ztunnel {namespace}/{pod}: not in the snapshot: {failure.get('error')}")
@@ -276,15 +359,16 @@ class SnapshotSource:
 
     # -- proxies ------------------------------------------------------------------------------
     def proxy_documents(self, namespace: str, name: str) -> list[Document]:
+        namespace, name = self._pod_path(namespace, name)
         base = self.root / "proxies" / namespace
         single = base / f"{name}.json"
-        if single.is_file():
-            return [(str(single), single.read_bytes())]
+        if _present(single):
+            return [(str(single), self._read(single))]
         folder = base / name
-        if folder.is_dir():
-            files = sorted(folder.glob("*.json"))
+        if _is_dir(folder):
+            files = sorted(f for f in self._list_dir(folder) if f.suffix == ".json")
             if files:
-                return [(str(f), f.read_bytes()) for f in files]
+                return [(str(f), self._read(f)) for f in files]
         for failure in self.manifest.get("incomplete") or []:
             if failure.get("namespace") == namespace and failure.get("pod") == name:
                 raise InputError(f"{namespace}/{name}: not in the snapshot: {failure.get('error')}")
@@ -309,19 +393,34 @@ class SnapshotWriter:
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(self.tmp, 0o777 & ~umask)  # mkdtemp's 0700 would hide the snapshot from teammates
+        # Workers write concurrently; once aborted, a late writer must not recreate the directory.
+        self._lock = threading.Lock()
+        self._closed = False
 
     def write_json(self, relative: str, value: Any) -> None:
         data = jsonutil.dumps(value)
         self.write_bytes(relative, data)
 
     def write_bytes(self, relative: str, data: bytes) -> None:
-        if has_private_key(data):  # last line of defence; scrubbers run before this
-            raise InputError(f"refusing to write {relative}: it contains a private key")
-        path = self.tmp / relative
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
+        parts = relative.split("/")
+        for part in parts:  # names come from the cluster: none may lead out of the snapshot
+            path_component(part, "path")
+        found = key_material(data)  # last line of defence; scrubbers run before this
+        if found:
+            raise InputError(f"refusing to write {relative}: it contains {found}")
+        path = self.tmp.joinpath(*parts)
+        with self._lock:
+            if self._closed:
+                raise InputError(f"snapshot {self.target} was abandoned")
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_bytes(data)
+            except OSError as exc:
+                raise InputError(f"cannot write {relative} of snapshot {self.target}: {_os_reason(exc)}") from None
 
     def commit(self) -> None:
+        with self._lock:
+            self._closed = True
         if self.target.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{self.target.name}.old.", dir=self.target.parent))
             os.rename(self.target, old)
@@ -331,4 +430,6 @@ class SnapshotWriter:
             os.rename(self.tmp, self.target)
 
     def abort(self) -> None:
-        shutil.rmtree(self.tmp, ignore_errors=True)
+        with self._lock:
+            self._closed = True
+            shutil.rmtree(self.tmp, ignore_errors=True)

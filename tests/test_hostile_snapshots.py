@@ -1,0 +1,228 @@
+"""Broken and hostile snapshot directories: each ends in a one-line `error:` (exit 2) naming the file,
+object or argument, or in an `incomplete` entry of a multi-pod scan; never a traceback, a hang, a read
+outside the snapshot or a warning on stderr. Run through the installed CLI, as a user runs it."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+import os
+import shutil
+import socket
+from pathlib import Path
+
+import pytest
+from conftest import REPO, assert_one_line_error, run_cli
+from harness.oddcerts import odd_certificate
+
+FRONTEND, ORDERS, PAYMENTS = "frontend-6c9f7d8b4-k2x7p", "orders-7f5b9c6d8-wq4zn", "payments-5d8c7b9f6-h3m9t"
+UTC = dt.UTC
+
+
+@pytest.fixture()
+def snap(tmp_path: Path) -> Path:
+    target = tmp_path / "snap"
+    shutil.copytree(REPO / "examples" / "rotation", target)
+    return target
+
+
+def _edit_items(snap: Path, plural: str, edit) -> None:  # type: ignore[no-untyped-def]
+    path = snap / "kubernetes" / f"{plural}.json"
+    doc = json.loads(path.read_text())
+    edit(doc["items"])
+    path.write_text(json.dumps(doc))
+
+
+# -- wrong JSON shapes --------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("plural", "edit", "named"),
+    [
+        ("pods", lambda items: items[0]["metadata"].__setitem__("labels", "app=frontend"), "metadata.labels"),
+        ("pods", lambda items: items[0]["spec"].__setitem__("containers", "istio-proxy"), "spec.containers"),
+        ("pods", lambda items: items[0]["spec"]["containers"][0].__setitem__("ports", ["8080"]), "ports[0]"),
+        ("pods", lambda items: items[0]["spec"]["containers"].__setitem__(0, None), "spec.containers[0]"),
+        ("pods", lambda items: items[0]["metadata"]["labels"].__setitem__("app", 7), "metadata.labels.app"),
+        ("services", lambda items: items[0]["spec"].__setitem__("selector", ["app"]), "spec.selector"),
+        ("services", lambda items: items[0]["spec"]["ports"][0].__setitem__("port", "80"), "ports[0].port"),
+        ("namespaces", lambda items: items[0]["metadata"].__setitem__("labels", []), "metadata.labels"),
+        ("peerauthentications", lambda items: items[0].__setitem__("spec", "STRICT"), "spec"),
+        ("pods", lambda items: items.__setitem__(0, "a pod"), "items[0]"),
+    ],
+)
+@pytest.mark.parametrize("command", [["check", "-A"], ["check", "pair", FRONTEND, ORDERS, "-n", "shop"]])
+def test_wrong_shape_is_one_line_naming_object_and_field(
+    snap: Path, plural: str, edit, named: str, command: list[str]  # type: ignore[no-untyped-def]
+) -> None:
+    _edit_items(snap, plural, edit)
+    proc = run_cli(*command, "--snapshot", str(snap))
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert_one_line_error(proc)
+    assert f"kubernetes/{plural}.json" in proc.stderr and named in proc.stderr, proc.stderr
+
+
+def test_null_fields_read_as_absent(snap: Path) -> None:
+    """Go's JSON decoding (kubectl's) reads null as an absent field: so does a snapshot."""
+
+    def nulls(items: list[dict]) -> None:  # type: ignore[type-arg]
+        items[0]["metadata"]["labels"] = None
+        items[0]["spec"]["initContainers"] = None
+        items[0]["status"] = None
+
+    _edit_items(snap, "pods", nulls)
+    proc = run_cli("check", "-A", "-o", "json", "--snapshot", str(snap))
+    assert proc.returncode in (0, 1) and not proc.stderr, proc.stderr
+    assert json.loads(proc.stdout)["findings"]
+
+
+# -- files that are not regular files -------------------------------------------------------------
+def _replace(path: Path, fault: str, outside: Path) -> None:
+    path.unlink()
+    if fault == "directory":
+        path.mkdir()
+    elif fault == "dangling link":
+        path.symlink_to(path.parent / "missing.json")
+    elif fault == "link loop":
+        path.symlink_to(path)
+    elif fault == "fifo":
+        os.mkfifo(path)
+    elif fault == "socket":
+        sock = socket.socket(socket.AF_UNIX)
+        sock.bind(str(path))
+        sock.close()
+    elif fault == "/dev/zero":
+        path.symlink_to("/dev/zero")
+    elif fault == "link outside":
+        path.symlink_to(outside)
+
+
+FAULTS = {
+    "directory": "a directory",
+    "dangling link": "No such file or directory",
+    "link loop": "too many levels of symbolic links",
+    "fifo": "not a regular file",
+    "socket": "not a regular file",
+    "/dev/zero": "links outside the snapshot directory are not followed",
+    "link outside": "links outside the snapshot directory are not followed",
+}
+
+
+@pytest.mark.parametrize("fault", FAULTS)
+def test_kubernetes_file_fault_is_one_line(snap: Path, tmp_path: Path, fault: str) -> None:
+    outside = tmp_path / "private.json"
+    outside.write_text('{"items": []}')
+    if fault == "socket" and len(str(snap / "kubernetes" / "pods.json")) > 100:
+        pytest.skip("socket path too long for AF_UNIX")
+    _replace(snap / "kubernetes" / "pods.json", fault, outside)
+    proc = run_cli("check", "-A", "--snapshot", str(snap), timeout=60)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert_one_line_error(proc)
+    assert "pods.json" in proc.stderr and FAULTS[fault] in proc.stderr, proc.stderr
+
+
+@pytest.mark.parametrize("fault", FAULTS)
+def test_dump_file_fault_is_incomplete_in_a_scan(snap: Path, tmp_path: Path, fault: str) -> None:
+    outside = tmp_path / "private.json"
+    outside.write_text("{}")
+    if fault == "socket" and len(str(snap / "proxies" / "shop" / f"{ORDERS}.json")) > 100:
+        pytest.skip("socket path too long for AF_UNIX")
+    _replace(snap / "proxies" / "shop" / f"{ORDERS}.json", fault, outside)
+    proc = run_cli("certs", "-A", "-o", "json", "--snapshot", str(snap), timeout=60)
+    assert proc.returncode == 0 and not proc.stderr, proc.stderr
+    incomplete = json.loads(proc.stdout)["incomplete"]
+    entry = next(e for e in incomplete if e["pod"] == ORDERS)
+    assert FAULTS[fault] in entry["error"] or fault == "directory", entry
+    single = run_cli("proxy", ORDERS, "-n", "shop", "--snapshot", str(snap), timeout=60)
+    assert single.returncode == 2
+    assert_one_line_error(single)
+
+
+def test_file_over_the_size_limit_is_refused_unread(snap: Path) -> None:
+    path = snap / "proxies" / "shop" / f"{ORDERS}.json"
+    with open(path, "r+b") as handle:
+        handle.truncate(257 * 1024 * 1024)  # sparse: costs no disk
+    proc = run_cli("proxy", ORDERS, "-n", "shop", "--snapshot", str(snap))
+    assert proc.returncode == 2
+    assert_one_line_error(proc)
+    assert "larger than the 256 MiB limit for snapshot files" in proc.stderr
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their mode")
+def test_unreadable_file_is_one_line(snap: Path) -> None:
+    (snap / "kubernetes" / "services.json").chmod(0)
+    proc = run_cli("check", "-A", "--snapshot", str(snap))
+    assert proc.returncode == 2
+    assert_one_line_error(proc)
+    assert "services.json: Permission denied" in proc.stderr
+
+
+# -- names that would leave the snapshot ---------------------------------------------------------------
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["proxy", "default/../../x"],
+        ["proxy", "../../etc/passwd", "-n", "shop"],
+        ["proxy", FRONTEND, "-n", ".."],
+        ["proxy", "x" * 300, "-n", "shop"],
+        ["rootdiff", FRONTEND, "shop/..", "-n", "shop"],
+    ],
+)
+def test_names_never_escape_the_snapshot(snap: Path, args: list[str]) -> None:
+    (snap.parent / "x.json").write_text("{}")
+    proc = run_cli(*args, "--snapshot", str(snap))
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert_one_line_error(proc)
+
+
+# -- odd certificates ------------------------------------------------------------------------------
+def _prepend_root(snap: Path, pod: str, pem: bytes) -> None:
+    path = snap / "proxies" / "shop" / f"{pod}.json"
+    doc = json.loads(path.read_text())
+    for config in doc["configs"]:
+        for secret in config.get("dynamic_active_secrets", []):
+            if secret["name"] == "ROOTCA":
+                ca = secret["secret"]["validation_context"]["trusted_ca"]
+                ca["inline_bytes"] = base64.b64encode(pem + base64.b64decode(ca["inline_bytes"])).decode()
+    path.write_text(json.dumps(doc))
+
+
+def _roots(snap: Path, pod: str) -> tuple[list[dict], list[str], str]:  # type: ignore[type-arg]
+    proc = run_cli("proxy", pod, "-n", "shop", "-o", "json", "--snapshot", str(snap))
+    assert proc.returncode == 0 and not proc.stderr, proc.stderr
+    model = json.loads(proc.stdout)
+    return model["roots"], model["incomplete"], proc.stderr
+
+
+def test_certificate_dates_at_the_ends_of_the_calendar(snap: Path) -> None:
+    early, _ = odd_certificate(not_before=dt.datetime(1, 1, 1, tzinfo=UTC), common_name="early")
+    late, _ = odd_certificate(not_after=dt.datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC), common_name="late")
+    _prepend_root(snap, FRONTEND, early + late)
+    roots, _, _ = _roots(snap, FRONTEND)
+    by_subject = {r["subject"]: r for r in roots}
+    assert by_subject["CN=early"]["not_before"] == "0001-01-01T00:00:00Z"
+    assert by_subject["CN=late"]["not_after"] == "9999-12-31T23:59:59Z"
+    for command in (["certs", "-A"], ["check", "-A"], ["rootdiff", FRONTEND, ORDERS, "-n", "shop"]):
+        proc = run_cli(*command, "--snapshot", str(snap))
+        assert proc.returncode in (0, 1) and not proc.stderr, proc.stderr
+
+
+def test_negative_serial_is_printed_signed_and_noted(snap: Path) -> None:
+    pem, _ = odd_certificate(serial=-0x1234, common_name="negative")
+    _prepend_root(snap, FRONTEND, pem)
+    roots, incomplete, stderr = _roots(snap, FRONTEND)
+    negative = next(r for r in roots if r["subject"] == "CN=negative")
+    assert negative["serial"] == "-" + format(0x1234, "032x")
+    assert any("serial number which wasn't positive" in note for note in incomplete), incomplete
+    assert not stderr  # cryptography's warning became the note above
+
+
+def test_damaged_pem_block_is_reported_and_the_rest_read(snap: Path) -> None:
+    good, _ = odd_certificate(common_name="good")
+    broken, _ = odd_certificate(common_name="broken")
+    lines = broken.decode().splitlines()
+    lines[3] = "!!" + lines[3][2:]
+    _prepend_root(snap, FRONTEND, good + ("\n".join(lines) + "\n").encode())
+    roots, incomplete, _ = _roots(snap, FRONTEND)
+    assert "CN=good" in [r["subject"] for r in roots]
+    assert "O=cluster.local" in [r["subject"] for r in roots]  # the original root after the damaged block
+    assert any("PEM certificate 2 of 3 is damaged and was not read" in note for note in incomplete), incomplete
