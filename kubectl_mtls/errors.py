@@ -7,6 +7,7 @@ EXIT_OK = 0
 EXIT_PROBLEM = 1  # the command ran and found a problem
 EXIT_USAGE = 2  # bad arguments or unreadable input (malformed dump, broken snapshot)
 EXIT_GATHER = 3  # could not gather: cluster or istioctl unreachable, forbidden, timed out
+EXIT_DEPENDS = 4  # check pair: the answer depends on the request (or an ext-authz provider); see conditions
 
 
 class MtlsError(Exception):

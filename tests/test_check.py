@@ -44,6 +44,7 @@ EXPECTED = {
     "authz-requires-mtls": ("warning", "AuthorizationPolicy", "team", "tools-by-identity"),
     "authz-principal-unknown": ("warning", "AuthorizationPolicy", "app", "web-from-ghost"),
     "authz-deny-all": ("warning", "AuthorizationPolicy", "app", "nothing"),
+    "authz-custom-provider-missing": ("error", "AuthorizationPolicy", "app", "ext-authz-opa"),
     "probe-not-rewritten": ("error", "Pod", "app", "probe-6e7f8a9b1-kkkkk"),
     "proxy-tls-errors": ("warning", "Pod", "app", "client-6b7c8d9f5-bbbbb"),
     "istiod-cert-errors": ("error", "Pod", "istio-system", "istiod-7d4f8b9c6-x2kqz"),

@@ -409,7 +409,7 @@ def test_http_only_fields_on_tcp_in_allow_versus_deny() -> None:
 
 def test_http_only_fields_in_custom_are_ignored_on_tcp() -> None:
     decision = run([ap("ext", action="CUSTOM", provider="opa", rules=[op(paths=["/admin/*"])])])
-    assert (decision.action, decision.allowed) == ("CUSTOM", True)
+    assert (decision.action, decision.outcome, decision.allowed) == ("CUSTOM", "depends", False)
     assert any("gRPC" in line for line in decision.unknown)
 
 
@@ -440,16 +440,19 @@ def test_invalid_values_drop_allow_rules_and_are_ignored_by_deny() -> None:
         (src(ipBlocks=["10.0.0.0/8"]), TCP, "ipBlocks"),
     ],
 )
-def test_unknown_is_deny_for_deny_and_no_match_for_allow(rule: dict[str, Any], request_: Request,
-                                                          label: str) -> None:
+def test_unknown_is_depends_for_deny_and_for_allow(rule: dict[str, Any], request_: Request, label: str) -> None:
+    """What the request does not say is never guessed: a DENY or ALLOW that hinges on it is `depends`."""
     caller = Caller(CLIENT.principal, CLIENT.namespace) if label == "ipBlocks" else CLIENT
     denied = run(deny(rule), caller, request_)
-    assert (denied.allowed, denied.action, denied.policy) == (False, "DENY", "prod/deny")
-    assert len(denied.unknown) == 1 and label in denied.unknown[0] and "treated as matching" in denied.unknown[0]
-    assert "best-effort" in denied.reason
+    assert (denied.outcome, denied.allowed, denied.action, denied.policy) == ("depends", False, "DEPENDS", None)
+    assert len(denied.denied_when) == 1 and "ns[prod]-policy[deny]-rule[0]" in denied.denied_when[0]
+    assert denied.allowed_when and denied.depends_on
+    assert denied.reason.startswith("depends on ")
     allowed = run(allow(rule), caller, request_)
-    assert (allowed.allowed, allowed.action) == (False, "DEFAULT-DENY")
-    assert len(allowed.unknown) == 1 and label in allowed.unknown[0] and "not matching" in allowed.unknown[0]
+    assert (allowed.outcome, allowed.action) == ("depends", "DEPENDS")
+    assert "ns[prod]-policy[allow]-rule[0]" in allowed.allowed_when[0]
+    assert "denied by default" in allowed.allowed_when[-1]
+    assert allowed.denied_when == []
 
 
 def test_a_certain_answer_needs_no_unknowns() -> None:
@@ -457,7 +460,7 @@ def test_a_certain_answer_needs_no_unknowns() -> None:
     policies = [ap("a-maybe", action="DENY", rules=[when("request.headers[x]", ["y"])]),
                 ap("b-sure", action="DENY", rules=[src(namespaces=["prod"])])]
     decision = run(policies, request=HTTP)
-    assert (decision.policy, decision.unknown) == ("prod/b-sure", [])
+    assert (decision.outcome, decision.policy, decision.unknown) == ("deny", "prod/b-sure", [])
     rule = {**src(namespaces=["other"]), **when("request.headers[x]", ["y"])}
     assert run(deny(rule), request=HTTP).action == "DEFAULT-ALLOW"
     assert run(deny(rule), request=HTTP).unknown == []
@@ -482,9 +485,10 @@ def test_dry_run_never_decides() -> None:
 def test_custom_hands_over_to_the_ext_authz_provider() -> None:
     custom = ap("ext", action="CUSTOM", provider="opa", rules=[op(ports=["8080"])])
     decision = run([custom])
-    assert (decision.allowed, decision.action, decision.policy, decision.rule) == (True, "CUSTOM", "prod/ext", 0)
+    assert (decision.outcome, decision.action, decision.policy, decision.rule) == ("depends", "CUSTOM", "prod/ext", 0)
     assert decision.envoy_name == "istio-ext-authz-opa-ns[prod]-policy[ext]-rule[0]"
     assert any("'opa' decides" in line for line in decision.unknown)
+    assert decision.depends_on == ["ext-authz provider 'opa'"]
     assert "DEFAULT-ALLOW" in decision.reason
     assert decision.considered == ["prod/ext (CUSTOM)"]
     # Not matching: ext-authz is not consulted.
@@ -493,11 +497,11 @@ def test_custom_hands_over_to_the_ext_authz_provider() -> None:
     assert run([custom, ap("d", action="DENY", rules=[{}])]).action == "DENY"
     assert run([custom, ap("a", rules=[src(namespaces=["x"])])]).action == "DEFAULT-DENY"
     both = run([custom, ap("a", rules=[{}])])
-    assert (both.action, both.allowed) == ("CUSTOM", True) and "(ALLOW)" in both.reason
+    assert (both.action, both.outcome) == ("CUSTOM", "depends") and "(ALLOW)" in both.reason
     # A CUSTOM rule that only may match still counts (ext-authz may be consulted).
     maybe = run([ap("ext", action="CUSTOM", provider="opa", rules=[when("request.headers[x]", ["1"])])],
                 request=HTTP)
-    assert maybe.action == "CUSTOM" and any("request.headers[x]" in line for line in maybe.unknown)
+    assert maybe.outcome == "depends" and any("header x is 1" in line for line in maybe.denied_when)
     two = run([custom, ap("ext2", action="CUSTOM", provider="oauth2", rules=[{}])])
     assert any("PILOT_ENABLE_MULTIPLE_CUSTOM_AUTHZ_PROVIDERS" in line for line in two.unknown)
 
@@ -553,10 +557,12 @@ def test_every_corpus_policy_evaluates() -> None:
             for caller in SAMPLE_CALLERS:
                 for request in SAMPLE_REQUESTS:
                     decision = evaluate([policy], ns, labels, caller, request, ROOT, "cluster.local", ("foo.td",))
-                    assert decision.action in ("DENY", "ALLOW", "CUSTOM", "DEFAULT-ALLOW", "DEFAULT-DENY")
+                    assert decision.action in ("DENY", "ALLOW", "CUSTOM", "DEFAULT-ALLOW", "DEFAULT-DENY", "DEPENDS")
                     assert decision.reason and "\n" not in decision.reason
                     assert (decision.policy is None) is (decision.envoy_name is None)
-                    assert decision.allowed is (decision.action in ("ALLOW", "CUSTOM", "DEFAULT-ALLOW"))
+                    assert decision.allowed is (decision.outcome == "allow")
+                    if decision.outcome == "depends":
+                        assert decision.allowed_when or decision.denied_when
     assert count >= 40
 
 

@@ -57,6 +57,9 @@ class Mesh:
     trust_domain_aliases: list[str] = field(default_factory=list)
     auto_mtls: bool = True
     rewrite_probes: bool = True  # injector default sidecarInjectorWebhook.rewriteAppHTTPProbe
+    # Names in meshConfig.extensionProviders (CUSTOM AuthorizationPolicy providers); None when the
+    # ConfigMaps could not be read, so a provider's presence is not known.
+    extension_providers: list[str] | None = None
 
 
 def meta(obj: dict[str, Any]) -> dict[str, Any]:
@@ -242,6 +245,8 @@ class Context:
         mesh = Mesh(root_namespace=self.options.istio_namespace)
         cm = self.configmap(self.options.istio_namespace, "istio")
         text = ((cm or {}).get("data") or {}).get("mesh")
+        if self.available("configmaps"):
+            mesh.extension_providers = []  # Istio's default mesh config has none
         if isinstance(text, str):
             import yaml
 
@@ -250,11 +255,18 @@ class Context:
             except yaml.YAMLError as exc:
                 self.note(f"ConfigMap {self.options.istio_namespace}/istio", f"mesh config is not YAML: {exc}")
                 config = {}
+                mesh.extension_providers = None  # unreadable: whether a provider exists is not known
             if isinstance(config, dict):
                 mesh.root_namespace = str(config.get("rootNamespace") or mesh.root_namespace)
                 mesh.trust_domain = str(config.get("trustDomain") or mesh.trust_domain)
                 mesh.trust_domain_aliases = [str(a) for a in config.get("trustDomainAliases") or []]
                 mesh.auto_mtls = config.get("enableAutoMtls", True) is not False
+                providers = config.get("extensionProviders")
+                mesh.extension_providers = (
+                    [str(p["name"]) for p in providers if isinstance(p, dict) and isinstance(p.get("name"), str)]
+                    if isinstance(providers, list)
+                    else mesh.extension_providers
+                )
         injector = self.configmap(self.options.istio_namespace, "istio-sidecar-injector")
         values = ((injector or {}).get("data") or {}).get("values")
         if isinstance(values, str):

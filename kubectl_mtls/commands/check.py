@@ -51,6 +51,26 @@ def register(sub: Any, output: argparse.ArgumentParser, source: argparse.Argumen
         help="pair: also send one request from SRC through its sidecar to DST (runs curl in SRC's application "
         "container through the exec API: needs create on pods/exec)",
     )
+    parser.add_argument(
+        "--request",
+        metavar="'METHOD PATH'",
+        help="pair: decide authorization for this HTTP request (e.g. 'GET /api/items'); without it a "
+        "request-dependent answer is 'depends'",
+    )
+    parser.add_argument(
+        "--header",
+        action="append",
+        default=[],
+        metavar="'NAME: VALUE'",
+        help="pair, with --request: a header the request carries (repeatable)",
+    )
+    parser.add_argument("--host", help="pair, with --request: the request's Host (:authority), with :PORT if sent")
+    parser.add_argument(
+        "--jwt",
+        metavar="TOKEN|none",
+        help="pair, with --request: the request's JWT (decoded, not verified, never printed), a JSON object of "
+        "its claims, or 'none'",
+    )
     parser.add_argument("-A", "--all-namespaces", action="store_true", help="check the whole mesh")
     parser.add_argument("-l", "--selector", help="only check pods with these labels (e.g. app=reviews)")
     parser.add_argument("--logs", action="store_true", help="also read sidecar and istiod logs when scanning")
@@ -129,8 +149,8 @@ def run(args: argparse.Namespace) -> int:
         from .pair import run_pair
 
         return run_pair(args)
-    if args.port is not None or args.probe:
-        raise UsageError("--port and --probe go with 'check pair SRC DST'")
+    if args.port is not None or args.probe or args.request or args.header or args.host or args.jwt:
+        raise UsageError("--port, --probe, --request, --header, --host and --jwt go with 'check pair SRC DST'")
     checks = all_checks()
     known = {c.slug for c in checks}
     for rule in args.ignore:

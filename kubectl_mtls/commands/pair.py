@@ -9,14 +9,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..checks.context import Context, Options, Scope, key_of, labels_of, target_port
-from ..errors import EXIT_GATHER, EXIT_OK, EXIT_PROBLEM, NotFoundError, UsageError
+from ..errors import EXIT_DEPENDS, EXIT_GATHER, EXIT_OK, EXIT_PROBLEM, NotFoundError, UsageError
 from ..fixes import restart_command
-from ..istio import authz, destinationrule
+from ..istio import destinationrule
 from ..normalize import pod as podinfo
 from ..normalize.certs import parse_rfc3339, verify_chain
 from ..render import Style, emit
 from ..sources import parse_pod_ref
 from .common import namespace_of, now, open_source
+from .pair_authz import authz_step
+from .request_spec import RequestSpec, parse_request
 
 STEPS = ("sidecar", "client-tls", "identity", "server-mode", "trust", "authz", "probe")
 HTTP_PREFIXES = ("http", "grpc")
@@ -102,6 +104,7 @@ def walk(
     service_port: dict[str, Any] | None,
     port: int,
     probe: Any = None,
+    request: RequestSpec | None = None,
 ) -> list[dict[str, Any]]:
     """The steps for one port, stopping after the first failure."""
     steps: list[dict[str, Any]] = []
@@ -393,56 +396,14 @@ def walk(
     if done(step("trust", True, "each side's chain verifies to the other's roots; certificates in date")):
         return steps
 
-    # 6. authorization at the destination, for SRC's identity and this port
+    # 6. authorization at the destination, for SRC's identity, this port and (--request) this request
     identity = (src_proxy.model["identity"] or "").removeprefix("spiffe://") or None
-    caller = authz.Caller(
-        principal=identity, namespace=src_ns if identity else None, ip=(src.get("status") or {}).get("podIP")
-    )
-    for pod in dst.pods:
-        ref = "/".join(key_of(pod))
-        tport = target_port(service_port, pod) if service_port else port
-        decision = authz.evaluate(
-            ctx.objects("authorizationpolicies"),
-            key_of(pod)[0],
-            labels_of(pod),
-            caller,
-            authz.Request(port=tport or port, protocol=_protocol(service_port)),
-            root_namespace=ctx.mesh.root_namespace,
-            trust_domain=ctx.mesh.trust_domain,
-            trust_domain_aliases=tuple(ctx.mesh.trust_domain_aliases),
-        )
-        evidence: dict[str, Any] = {
-            "policy": decision.policy,
-            "rule": decision.rule,
-            "envoy_name": decision.envoy_name,
-            "considered": decision.considered,
-            "unknown": decision.unknown,
-        }
-        if not decision.allowed:
-            hint = (
-                f"kubectl get authorizationpolicy {decision.policy.split('/')[1]} -n "
-                f"{decision.policy.split('/')[0]} -o yaml"
-                if decision.policy
-                else f"add an ALLOW rule for {identity or 'this caller'} (kubectl get authorizationpolicy -n "
-                f"{key_of(pod)[0]})"
-            )
-            done(
-                step(
-                    "authz",
-                    False,
-                    f"{ref} denies {identity or 'a plaintext caller'} on port {tport}: {decision.reason}",
-                    hint,
-                    **evidence,
-                )
-            )
-            return steps
-    reason = decision.reason if decision.reason.startswith("allowed") else f"allowed: {decision.reason}"
-    if done(step("authz", True, reason, None, **evidence)):
+    sni = cluster.get("sni")
+    if done(authz_step(ctx, src, identity, dst.pods, service_port, port, _protocol(service_port), sni, request)):
         return steps
     if probe is not None:
         steps.append(probe(src, dst, port))
     return steps
-
 
 
 def _why(ctx: Context, ref: str) -> str:
@@ -453,6 +414,8 @@ def _verdict(steps: list[dict[str, Any]]) -> tuple[str, str | None, str | None]:
     for item in steps:
         if item["ok"] is False:
             return "fail", item["step"], item["hint"]
+        if item["ok"] is None and (item.get("evidence") or {}).get("outcome") == "depends":
+            return "depends", item["step"], item["hint"]
         if item["ok"] is None:
             return "unknown", item["step"], item["hint"]
     return "ok", None, None
@@ -498,6 +461,7 @@ def _ports(dst: Destination, wanted: int | None) -> list[tuple[dict[str, Any] | 
 def run_pair(args: argparse.Namespace) -> int:
     if len(args.names) != 2:
         raise UsageError("check pair needs SRC and DST, e.g. check pair client-7d9 svc/reviews")
+    request = parse_request(args)
     source = open_source(args)
     default_ns = namespace_of(args, source)
     src_ns, src_name = parse_pod_ref(args.names[0], default_ns)
@@ -539,10 +503,10 @@ def run_pair(args: argparse.Namespace) -> int:
         probe = Prober(source, ctx)
     walks: list[dict[str, Any]] = []
     for service_port, port in _ports(dst, args.port):
-        steps = walk(ctx, src, dst, service_port, port, probe)
+        steps = walk(ctx, src, dst, service_port, port, probe, request)
         verdict, first, hint = _verdict(steps)
         walks.append({"port": port, "verdict": verdict, "steps": steps, "first_failure": first, "hint": hint})
-    order = {"fail": 0, "unknown": 1, "ok": 2}
+    order = {"fail": 0, "unknown": 1, "depends": 2, "ok": 3}
     worst = min(walks, key=lambda w: order[w["verdict"]])
     data: dict[str, Any] = {
         "verdict": worst["verdict"],
@@ -554,10 +518,14 @@ def run_pair(args: argparse.Namespace) -> int:
         "hint": worst["hint"],
         "ports": walks,
         "incomplete": ctx.incomplete,
+        "request": request.describe() if request else None,
     }
+    if worst["verdict"] == "depends":
+        evidence = worst["steps"][-1]["evidence"]
+        data["conditions"] = {"allowed_when": evidence["allowed_when"], "denied_when": evidence["denied_when"]}
     style = Style.detect(args.no_color)
     emit(data, args.output, args.query, lambda d, wide: table(d, style))
-    return {"ok": EXIT_OK, "fail": EXIT_PROBLEM, "unknown": EXIT_GATHER}[str(data["verdict"])]
+    return {"ok": EXIT_OK, "fail": EXIT_PROBLEM, "unknown": EXIT_GATHER, "depends": EXIT_DEPENDS}[str(data["verdict"])]
 
 
 def _gather_error(ctx: Context) -> Exception:
@@ -575,6 +543,10 @@ def table(data: dict[str, Any], style: Style) -> str:
         for index, item in enumerate(walk_["steps"], 1):
             number = STEPS.index(item["step"]) + 1 if item["step"] in STEPS else index
             lines.append(f"  {number}. {item['step']:<12} {marks[item['ok']]} {item['detail']}")
+            evidence = item.get("evidence") or {}
+            if evidence.get("outcome") == "depends":
+                lines += [f"     allowed when: {c}" for c in evidence.get("allowed_when") or []]
+                lines += [f"     denied when:  {c}" for c in evidence.get("denied_when") or []]
             if item["ok"] is not True and item["hint"]:
                 lines.append(f"     fix: {item['hint']}")
         skipped = [s for s in STEPS[len(walk_["steps"]) :] if s != "probe"]
@@ -586,6 +558,7 @@ def table(data: dict[str, Any], style: Style) -> str:
         "ok": style.ok("OK: this call works"),
         "fail": style.error(f"FAIL at {data['first_failure']}"),
         "unknown": style.warn(f"UNKNOWN at {data['first_failure']}: data missing"),
+        "depends": style.warn(f"DEPENDS at {data['first_failure']}: on the request (see the conditions above)"),
     }[data["verdict"]]
     lines += ["", f"verdict: {verdict}"]
     return "\n".join(lines) + "\n"

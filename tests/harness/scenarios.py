@@ -480,6 +480,16 @@ def broken_world(mesh: Mesh, now: dt.datetime | None = None) -> CheckWorld:
             },
         ),  # principal-unknown
         _ap("app", "nothing", {"selector": {"matchLabels": {"app": "drift"}}}),  # authz-deny-all
+        _ap(  # authz-custom-provider-missing: no meshConfig.extensionProviders defines "opa"
+            "app",
+            "ext-authz-opa",
+            {
+                "action": "CUSTOM",
+                "provider": {"name": "opa"},
+                "selector": {"matchLabels": {"app": "drift"}},
+                "rules": [{"to": [{"operation": {"paths": ["/admin/*"]}}]}],
+            },
+        ),
         _root_configmap(current),
     ]
     w.proxy_rows = [(n, ns, {}) for (ns, n) in w.admins if n.split("-")[0] not in ("lagging", "nacked")] + [
