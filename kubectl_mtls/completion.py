@@ -319,9 +319,13 @@ def _names(objects: list[dict[str, Any]]) -> list[str]:
 
 def namespaces(position: Position, current: str) -> list[str]:
     from .commands.common import open_source
+    from .errors import NotCapturedError
 
     source = open_source(source_args(position))
-    names = _names(source.list_objects("namespaces", None))
+    try:
+        names = _names(source.list_objects("namespaces", None))
+    except NotCapturedError:
+        names = []
     if not names:  # a hand-made snapshot without kubernetes/: the pods' namespaces
         names = [str(meta.get("namespace") or "") for meta in _metas(source.list_pods(None))]
     return sorted({n for n in names if n and n.startswith(current)})

@@ -39,6 +39,10 @@ class GatherError(MtlsError):
     exit_code = EXIT_GATHER
 
 
+class NotCapturedError(GatherError):
+    """The source never held this data (a snapshot without that file): not read, so not judged."""
+
+
 def one_line(text: str, limit: int = 600) -> str:
     """Collapse multi-line tool output (istioctl stderr, API bodies) to one readable line."""
     parts = [p.strip() for p in text.replace("\r", "\n").split("\n")]

@@ -54,6 +54,17 @@ class Proxy:
     pod: dict[str, Any] | None = field(default=None, repr=False)  # the Pod object, for fixes
     chain: list[ParsedCert] = field(default_factory=list, repr=False)
     roots: list[ParsedCert] = field(default_factory=list, repr=False)
+    # What the dump did not show, by aspect ("certificates", "outbound", "inbound") -> why. Unknown is
+    # not absent: checks skip such a proxy for that aspect instead of reporting it missing.
+    unknown: dict[str, str] = field(default_factory=dict, repr=False)
+    # model["incomplete"] by aspect (the three above, or "other"): commands show only what they need.
+    notes: list[tuple[str, str]] = field(default_factory=list, repr=False)
+
+    def knows(self, aspect: str) -> bool:
+        return aspect not in self.unknown
+
+    def notes_about(self, *aspects: str) -> list[str]:
+        return [text for aspect, text in self.notes if aspect in aspects]
 
     @property
     def ref(self) -> str:

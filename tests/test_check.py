@@ -64,9 +64,12 @@ def worlds(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Worlds]:
         with FakeCluster(tmp_path_factory.mktemp("broken")) as bad, FakeCluster(tmp_path_factory.mktemp("ok")) as ok:
             bad.serve_world(broken)
             ok.serve_world(healthy)
-            # A sidecar whose dump lacks its secrets (SDS never delivered): cert-missing.
+            # A sidecar whose secrets section is empty (SDS never delivered): cert-missing. (A dump
+            # with no secrets section at all says nothing about certificates: not run, not missing.)
             web_dump = orjson.loads(next(iter(mesh.sidecars)).config_dump())
-            web_dump["configs"] = [c for c in web_dump["configs"] if "Secrets" not in c["@type"]]
+            web_dump["configs"] = [
+                {"@type": c["@type"]} if "Secrets" in c["@type"] else c for c in web_dump["configs"]
+            ]
             dump_file = bad.workdir / "nocert.json"
             dump_file.write_bytes(orjson.dumps(web_dump))
             nocert = json.loads(json.dumps(broken.objects[0]))  # web's Pod, renamed
@@ -120,8 +123,12 @@ def test_the_healthy_mesh_has_no_problem(worlds: Worlds) -> None:
     assert problems == [] and code == 0
     assert data["summary"]["error"] == data["summary"]["warning"] == 0
     assert {f["check"] for f in data["findings"]} == {"peerauthn-effective"}
-    assert data["incomplete"] == []
-    assert all(s["status"] in ("ok", "info") for s in data["checks"]), data["checks"]
+    # This world runs no istiod: its log was not read, so that check did not run (it is not a pass).
+    assert [i["what"] for i in data["incomplete"]] == ["check istiod-cert-errors"], data["incomplete"]
+    assert "no istiod pod" in data["incomplete"][0]["why"]
+    skipped = [s["check"] for s in data["checks"] if s["status"] == "skipped"]
+    assert skipped == ["istiod-cert-errors"]
+    assert all(s["status"] in ("ok", "info") for s in data["checks"] if s["check"] not in skipped), data["checks"]
 
 
 def test_the_healthy_mesh_replayed_from_a_snapshot(worlds: Worlds, tmp_path: Path) -> None:
@@ -130,7 +137,8 @@ def test_the_healthy_mesh_replayed_from_a_snapshot(worlds: Worlds, tmp_path: Pat
     replay = run_cli("check", "-A", "--logs", "--snapshot", str(tmp_path / "ok"), "-o", "json")
     assert replay.returncode == 0, replay.stdout
     data = json.loads(replay.stdout)
-    assert [f for f in data["findings"] if f["severity"] != "info"] == [] and data["incomplete"] == []
+    assert [f for f in data["findings"] if f["severity"] != "info"] == []
+    assert [i["what"] for i in data["incomplete"]] == ["check istiod-cert-errors"], data["incomplete"]
 
 
 def test_replaying_a_snapshot_gives_the_same_findings(worlds: Worlds, broken_run: Any, tmp_path: Path) -> None:

@@ -21,9 +21,11 @@ YEAR = 365 * 86400.0
 
 
 def _sidecars(ctx: Context) -> Iterator[tuple[dict[str, Any], Proxy]]:
+    """Sidecars whose certificates were read (a dump without secrets, or with file-mounted
+    certificates, says nothing about them: named under `incomplete`, never reported missing)."""
     for pod in ctx.targets:
         proxy = ctx.proxy(pod)
-        if proxy is not None:
+        if proxy is not None and proxy.knows("certificates"):
             yield pod, proxy
 
 
@@ -36,7 +38,7 @@ def _pods(proxy: Proxy) -> list[str]:
     area=AREA,
     severity="error",
     title="every sidecar holds a workload certificate and trusted roots",
-    reads=("pods", "proxies"),
+    reads=("pods", "proxies", "certificates"),
     explain="""
 What it looks at: the sidecar's SDS secrets `default` (workload certificate chain) and `ROOTCA`
 (trusted roots), as Envoy reports them: missing, or still warming.
@@ -78,7 +80,7 @@ def cert_missing(ctx: Context) -> Iterator[Finding]:
     area=AREA,
     severity="error",
     title="no workload certificate is expired",
-    reads=("pods", "proxies"),
+    reads=("pods", "proxies", "certificates"),
     explain="""
 What it looks at: `not_after` of every certificate in the sidecar's workload chain.
 
@@ -117,7 +119,7 @@ def cert_expired(ctx: Context) -> Iterator[Finding]:
     area=AREA,
     severity="error",
     title="no workload certificate starts in the future (clock skew)",
-    reads=("pods", "proxies"),
+    reads=("pods", "proxies", "certificates"),
     explain="""
 What it looks at: `not_before` of the workload chain against the current time.
 
@@ -151,7 +153,7 @@ def cert_not_yet_valid(ctx: Context) -> Iterator[Finding]:
     area=AREA,
     severity="error",
     title="every workload chain verifies to the pod's own roots",
-    reads=("pods", "proxies"),
+    reads=("pods", "proxies", "certificates"),
     explain="""
 What it looks at: whether the sidecar's workload chain (leaf plus intermediates) verifies, with an
 X.509 path validator, up to one of the roots in its own `ROOTCA`.
@@ -186,7 +188,7 @@ def cert_chain_untrusted(ctx: Context) -> Iterator[Finding]:
     area=AREA,
     severity="error",
     title="every workload certificate names the pod's own service account",
-    reads=("pods", "proxies", "configmaps"),
+    reads=("pods", "proxies", "certificates", "configmaps"),
     explain="""
 What it looks at: the URI SAN of the workload certificate against
 `spiffe://<trust domain>/ns/<pod namespace>/sa/<pod service account>` (trust domain from meshConfig,
@@ -230,7 +232,7 @@ def cert_identity_mismatch(ctx: Context) -> Iterator[Finding]:
     area=AREA,
     severity="warning",
     title="workload certificates are being rotated in time",
-    reads=("pods", "proxies"),
+    reads=("pods", "proxies", "certificates"),
     explain="""
 What it looks at: how much of the workload certificate's lifetime has passed. Istio renews at about
 half of it, so a certificate past 75% means rotation is failing for this pod. With
@@ -325,8 +327,8 @@ def reference_roots(ctx: Context) -> tuple[list[ParsedCert], str, str, str]:
     area=AREA,
     severity="error",
     title="every sidecar trusts the mesh's current root",
-    reads=("pods", "proxies", "configmaps"),
-    optional=("secrets",),
+    reads=("pods", "proxies", "certificates"),
+    optional=("secrets", "configmaps"),
     explain="""
 What it looks at: each sidecar's `ROOTCA` fingerprints against the reference root: the CA's own root
 (Secret `cacerts`, else `istio-ca-secret`, in the Istio namespace, when RBAC lets us read it; only the

@@ -30,7 +30,12 @@ OBJECT_INPUTS = (
     "configmaps",
     "secrets",
 )
-INPUTS = ("pods", *OBJECT_INPUTS, "proxies", "proxy-status", "logs")
+# What a sidecar's dump may leave unknown (Proxy.unknown): a check reading one of these skips the
+# proxies that lack it, and does not run at all when no proxy has it.
+PROXY_ASPECTS = ("certificates", "outbound", "inbound")
+# `logs` = any log was read; `proxy-logs` / `istiod-logs` = that kind was.
+LOG_INPUTS = ("logs", "proxy-logs", "istiod-logs")
+INPUTS = ("pods", *OBJECT_INPUTS, "proxies", *PROXY_ASPECTS, "proxy-status", *LOG_INPUTS)
 
 
 @dataclass
@@ -105,13 +110,14 @@ class Context:
         needed = set(needed) | {"pods", "namespaces", "configmaps", "peerauthentications"}
         self._load_pods()
         with ThreadPoolExecutor(max_workers=1) as background:
-            proxies = background.submit(self._load_proxies) if "proxies" in needed else None
+            wants_proxies = "proxies" in needed or bool(needed & set(PROXY_ASPECTS))
+            proxies = background.submit(self._load_proxies) if wants_proxies else None
             for kind in OBJECT_INPUTS:
                 if kind in needed:
                     self._load_kind(kind)
             if "proxy-status" in needed:
                 self._load_proxy_status()
-            if "logs" in needed:
+            if needed & set(LOG_INPUTS):
                 self._load_logs()
             if proxies is not None:
                 proxies.result()
@@ -173,6 +179,10 @@ class Context:
             self.note(f"pod {failure['namespace']}/{failure['pod']}", failure["error"])
         if with_envoy and not proxies:
             self.unavailable["proxies"] = "no sidecar config could be read"
+        sidecars = [p for p in proxies if p.model["sidecar"] in ("present", "native")]
+        for aspect in PROXY_ASPECTS:
+            if sidecars and all(not p.knows(aspect) for p in sidecars):
+                self.unavailable[aspect] = sidecars[0].unknown[aspect]
 
     def _load_proxy_status(self) -> None:
         from ..normalize import proxystatus
@@ -203,6 +213,13 @@ class Context:
                 self.istiod_logs[name] = self.source.pod_log(ns, name, "discovery", self.options.tail)
             except MtlsError as exc:
                 self.note(f"istiod log of {ns}/{name}", str(exc))
+        if not self.proxy_logs:
+            self.unavailable["proxy-logs"] = "no istio-proxy log could be read"
+        if not self.istiod_logs:
+            where = self.options.istio_namespace
+            self.unavailable["istiod-logs"] = (
+                "no istiod log could be read" if istiods else f"no istiod pod (app=istiod) in {where}"
+            )
         if not self.proxy_logs and not self.istiod_logs:
             self.unavailable["logs"] = "no log could be read"
 

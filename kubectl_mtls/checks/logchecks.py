@@ -25,7 +25,7 @@ FIXES = {
     area=AREA,
     severity="warning",
     title="the sidecar's recent log shows no TLS or authorization failures",
-    reads=("pods", "logs"),
+    reads=("pods", "proxy-logs"),
     needs_logs=True,
     explain="""
 What it looks at: the last lines of the pod's istio-proxy log (access log and debug lines), classified
@@ -69,7 +69,7 @@ def proxy_tls_errors(ctx: Context) -> Iterator[Finding]:
     area=AREA,
     severity="error",
     title="istiod's recent log shows no CSR, NACK or permission errors",
-    reads=("logs",),
+    reads=("istiod-logs",),
     needs_logs=True,
     mesh_wide=True,
     explain="""

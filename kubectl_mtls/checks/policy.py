@@ -246,7 +246,7 @@ def peerauthn_conflict(ctx: Context) -> Iterator[Finding]:
     area=AREA,
     severity="warning",
     title="each sidecar enforces on every inbound port the mode its policies ask for",
-    reads=("pods", "peerauthentications", "proxies"),
+    reads=("pods", "peerauthentications", "proxies", "inbound"),
     explain="""
 What it looks at: the inbound filter chains of each sidecar (`virtualInbound`): STRICT means only TLS
 chains that require a client certificate, PERMISSIVE adds plaintext chains, DISABLE is plaintext

@@ -128,7 +128,7 @@ class _ClientAnswers:
     area=AREA,
     severity="error",
     title="every client sidecar originates Istio mTLS to STRICT services",
-    reads=("pods", "services", "peerauthentications", "proxies"),
+    reads=("pods", "services", "peerauthentications", "proxies", "outbound"),
     explain="""
 What it looks at: the client sidecar's actual outbound cluster for each STRICT Service port: its TLS
 mode (from `transport_socket` / `transport_socket_matches`) and, under auto mTLS, how many endpoints

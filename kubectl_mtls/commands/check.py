@@ -185,7 +185,8 @@ def run(args: argparse.Namespace) -> int:
     for item in selected:
         missing = [name for name in item.reads if not ctx.available(name)]
         if missing:
-            ctx.note(f"check {item.slug}", f"skipped: could not read {', '.join(missing)}")
+            why = "; ".join(f"{name}: {ctx.unavailable[name]}" for name in missing)
+            ctx.note(f"check {item.slug}", f"not run: {why}")
             statuses.append({"check": item.slug, "area": item.area, "status": "skipped"})
             continue
         try:

@@ -382,6 +382,9 @@ def walk(
                 return steps
         for chain_of, roots_of, a, b in ((src_proxy, proxy, src_ref, ref), (proxy, src_proxy, ref, src_ref)):
             ok, why = verify_chain([c.cert for c in chain_of.chain], [r.cert for r in roots_of.roots], ctx.now)
+            if ok is None:
+                done(step("trust", None, f"cannot tell whether {b} trusts {a}'s certificate: {why}"))
+                return steps
             if not ok:
                 done(
                     step(

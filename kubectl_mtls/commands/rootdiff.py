@@ -6,7 +6,7 @@ import argparse
 from typing import Any
 
 from .. import fixes
-from ..errors import EXIT_OK, EXIT_PROBLEM
+from ..errors import EXIT_GATHER, EXIT_OK, EXIT_PROBLEM
 from ..model import Proxy
 from ..normalize.certs import verify_chain
 from ..render import Style, columns, emit
@@ -44,7 +44,8 @@ def _side(proxy: Proxy) -> dict[str, Any]:
     }
 
 
-def _trust(chain_of: Proxy, roots_of: Proxy, moment: Any) -> tuple[bool, str | None]:
+def _trust(chain_of: Proxy, roots_of: Proxy, moment: Any) -> tuple[bool | None, str | None]:
+    """(True, None), (False, why), or (None, why) when the tool cannot tell what Envoy would decide."""
     if not chain_of.chain:
         return False, f"{chain_of.ref} has no workload certificate"
     if not roots_of.roots:
@@ -68,6 +69,10 @@ def compare(src: Proxy, dst: Proxy, moment: Any) -> dict[str, Any]:
         "destination_trust_error": d_by_s_reason,
     }
     result["verdict"], result["fix"] = fixes.rootdiff_verdict(src, dst, result, moment)
+    undecided = [why for ok, why in ((s_by_d, s_by_d_reason), (d_by_s, d_by_s_reason)) if ok is None]
+    if undecided and False not in (s_by_d, d_by_s):
+        result["verdict"] = f"unknown: cannot tell whether Envoy accepts the chain ({undecided[0]})"
+        result["fix"] = None
     return result
 
 
@@ -79,6 +84,8 @@ def run(args: argparse.Namespace) -> int:
     result = compare(src, dst, moment)
     style = Style.detect(args.no_color)
     emit(result, args.output, args.query, lambda d, wide: table(d, wide, style))
+    if result["verdict"].startswith("unknown:"):
+        return EXIT_GATHER
     return EXIT_OK if result["match"] else EXIT_PROBLEM
 
 
@@ -107,7 +114,9 @@ def table(data: dict[str, Any], wide: bool, style: Style) -> str:
     else:
         lines.append("Neither sidecar holds a root certificate.\n")
 
-    def trust(ok: bool, reason: str | None) -> str:
+    def trust(ok: bool | None, reason: str | None) -> str:
+        if ok is None:
+            return style.warn(f"cannot tell ({reason})")
         return style.ok("yes") if ok else style.error(f"no ({reason})")
 
     lines.append(
@@ -120,6 +129,8 @@ def table(data: dict[str, Any], wide: bool, style: Style) -> str:
     )
     lines.append("")
     mark = style.ok("✓ MATCH") if data["match"] else style.error("✗ MISMATCH")
+    if data["verdict"].startswith("unknown:"):
+        mark = style.warn("? UNKNOWN")
     lines.append(f"{mark}  {data['verdict']}")
     if data["fix"]:
         lines.append(f"fix: {data['fix']}")

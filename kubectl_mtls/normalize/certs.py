@@ -14,7 +14,7 @@ import threading
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -199,33 +199,193 @@ def spiffe_id(cert: ParsedCert) -> str | None:
     return None
 
 
-def _verification_time(chain: list[x509.Certificate], now: datetime) -> datetime:
-    """A moment inside every chain certificate's validity, as close to `now` as possible.
+# -- trust as Envoy decides it ------------------------------------------------------------------
+# Envoy verifies peers with BoringSSL: signature and issuer name per link, basicConstraints CA:TRUE
+# and path length on issuers, keyCertSign when a keyUsage is present, no unknown critical extension.
+# It does not want an AuthorityKeyIdentifier (Istio 1.5's CA and some Vault or plug-in chains omit it)
+# nor a SAN on CAs, and applies no Web-PKI profile. cryptography's verifier gets exactly those
+# extension rules; its remaining Web-PKI-only rules (key sizes, algorithms, serial and date encoding)
+# make the answer "cannot tell", never "untrusted". Dates are kept out of trust altogether: expiry
+# and clock skew are reported from the dates (cert-expired, cert-not-yet-valid).
 
-    Trust and validity are separate questions here: expiry is reported from the dates, so the
-    verifier is asked only whether the signatures lead to a trusted root.
-    """
-    start = max(c.not_valid_before_utc for c in chain)
-    end = min(c.not_valid_after_utc for c in chain)
+_UNJUDGED = (  # cryptography's Web-PKI rules BoringSSL does not apply: fail there means "cannot tell"
+    "RSA key is too weak",
+    "Forbidden public key algorithm",
+    "Forbidden signature algorithm",
+    "must be an X509v3 certificate",
+    "serial",
+    "non-empty Issuer",
+    "must be UtcTime",
+    "mismatch between signatureAlgorithm",
+)
+# Extensions BoringSSL understands; any other one marked critical makes the chain fail.
+_KNOWN_CRITICAL = {
+    "2.5.29.15",  # keyUsage
+    "2.5.29.17",  # subjectAltName
+    "2.5.29.19",  # basicConstraints
+    "2.5.29.30",  # nameConstraints
+    "2.5.29.32",  # certificatePolicies
+    "2.5.29.36",  # policyConstraints
+    "2.5.29.37",  # extendedKeyUsage
+    "2.5.29.33",  # policyMappings
+    "2.5.29.54",  # inhibitAnyPolicy
+}
+
+
+def _ca_key_usage(_policy: Any, _cert: x509.Certificate, usage: x509.KeyUsage | None) -> None:
+    if usage is not None and not usage.key_cert_sign:
+        raise ValueError("keyUsage of an issuing CA lacks keyCertSign")
+
+
+def _envoy_policies() -> tuple[Any, Any]:
+    """(CA policy, leaf policy): extensions may be absent; AKI/SKI, when present, must not be critical
+    (BoringSSL does not process them, so a critical one is an unhandled critical extension)."""
+    from cryptography import x509
+    from cryptography.x509.verification import Criticality, ExtensionPolicy
+
+    def relaxed(policy: Any) -> Any:
+        return policy.may_be_present(x509.AuthorityKeyIdentifier, Criticality.NON_CRITICAL, None).may_be_present(
+            x509.SubjectKeyIdentifier, Criticality.NON_CRITICAL, None
+        )
+
+    ca = relaxed(ExtensionPolicy.permit_all()).require_present(x509.BasicConstraints, Criticality.AGNOSTIC, None)
+    ca = ca.may_be_present(x509.KeyUsage, Criticality.AGNOSTIC, _ca_key_usage)
+    return ca, relaxed(ExtensionPolicy.permit_all())
+
+
+def _moment(certs: list[x509.Certificate], now: datetime) -> datetime | None:
+    """A moment inside every certificate's validity, as close to `now` as possible; None if there is none."""
+    start = max(c.not_valid_before_utc for c in certs)
+    end = min(c.not_valid_after_utc for c in certs)
     if start > end:
-        return now
-    try:
-        return min(max(now, start + timedelta(seconds=1)), end - timedelta(seconds=1))
-    except OverflowError:  # validity at the very edge of the calendar (year 1 or 9999)
-        return min(max(now, start), end)
+        return None
+    return min(max(now, start), end)
 
 
 def _explain(message: str) -> str:
     """cryptography's path-building wording, restated as the TLS error operators search for."""
-    if "candidates exhausted" in message or "exceeds max depth" in message:
+    reason = message.removeprefix("validation failed: ").split(" (encountered processing")[0]
+    for needle, said in (
+        ("path length constraint", "path length constraint exceeded"),
+        ("basicConstraints.cA must be asserted", "invalid CA certificate: an issuer is not a CA (CA:FALSE)"),
+        ("CA certificate has no basicConstraints", "invalid CA certificate: an issuer has no basicConstraints"),
+        ("lacks keyCertSign", "invalid CA certificate: an issuer's keyUsage lacks keyCertSign"),
+        ("critical", f"unhandled critical extension ({reason})"),
+        ("signature does not match", "certificate signature failure: the root with the issuer's name did not sign it"),
+    ):
+        if needle in reason:
+            return said
+    if "candidates exhausted" in reason or "exceeds max depth" in reason:
         return "unable to get local issuer certificate: no trusted root signed this chain"
-    return message
+    return reason
+
+
+def _critical_unknown(cert: x509.Certificate) -> str | None:
+    for ext in cert.extensions:
+        if ext.critical and ext.oid.dotted_string not in _KNOWN_CRITICAL:
+            return str(ext.oid.dotted_string)
+    return None
+
+
+def _issues(child: x509.Certificate, issuer: x509.Certificate) -> bool:
+    """Name and signature of one link, as BoringSSL checks them."""
+    from cryptography.exceptions import InvalidSignature
+
+    try:
+        child.verify_directly_issued_by(issuer)
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+    return True
+
+
+def _key_ids_differ(child: x509.Certificate, issuer: x509.Certificate) -> bool:
+    """The child's AuthorityKeyIdentifier names another key than the issuer's SubjectKeyIdentifier."""
+    from cryptography import x509
+
+    try:
+        aki = child.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value.key_identifier
+        ski = issuer.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest
+    except (x509.ExtensionNotFound, ValueError):
+        return False
+    return aki is not None and aki != ski
+
+
+def _ambiguous(child: x509.Certificate, signer: x509.Certificate, roots: list[x509.Certificate]) -> str | None:
+    """BoringSSL picks a trusted issuer by name (and key identifiers when both sides carry them) and
+    checks the signature only afterwards, against that one candidate. When another root has the same
+    name, cannot be told apart and did not sign, whether Envoy accepts depends on the store's order."""
+    for other in roots:
+        if other == signer or other.subject != signer.subject or _key_ids_differ(child, other):
+            continue
+        if not _issues(child, other):
+            return (
+                f"several trusted roots are named {signer.subject.rfc4514_string() or '(empty)'!r} and the "
+                "certificate has no AuthorityKeyIdentifier to choose between them; BoringSSL checks only the "
+                "first it finds, so Envoy may accept or reject it"
+            )
+    return None
+
+
+def _path_without_dates(
+    leaf: x509.Certificate, intermediates: list[x509.Certificate], root: x509.Certificate
+) -> tuple[bool, str | None, x509.Certificate | None]:
+    """Only when no moment lies inside every certificate's validity (a leaf that expired before a
+    root re-issued with the same key became valid): the same path rules as above, dates left out."""
+    from cryptography import x509
+
+    def ca_ok(cert: x509.Certificate, below: int) -> str | None:
+        try:
+            constraints = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
+        except x509.ExtensionNotFound:
+            return "invalid CA certificate: an issuer has no basicConstraints"
+        if not constraints.ca:
+            return "invalid CA certificate: an issuer is not a CA (CA:FALSE)"
+        if constraints.path_length is not None and below > constraints.path_length:
+            return "path length constraint exceeded"
+        try:
+            usage = cert.extensions.get_extension_for_class(x509.KeyUsage).value
+        except x509.ExtensionNotFound:
+            return None
+        return None if usage.key_cert_sign else "invalid CA certificate: an issuer's keyUsage lacks keyCertSign"
+
+    unknown = _critical_unknown(leaf)
+    if unknown:
+        return False, f"unhandled critical extension ({unknown})", None
+    error: str | None = None
+    signed: list[x509.Certificate] = []  # the certificate the root signed, once a path is found
+
+    def walk(cert: x509.Certificate, used: list[x509.Certificate]) -> bool:
+        nonlocal error
+        below = len(used)  # CA certificates between this issuer and the leaf
+        if _issues(cert, root):
+            error = ca_ok(root, below) or (_critical_unknown(root) and "unhandled critical extension")
+            if error is None:
+                signed.append(cert)
+                return True
+        if below >= 8:
+            return False
+        for candidate in intermediates:
+            if candidate in used or not _issues(cert, candidate):
+                continue
+            problem = ca_ok(candidate, below) or (_critical_unknown(candidate) and "unhandled critical extension")
+            if problem:
+                error = problem
+                continue
+            if walk(candidate, [*used, candidate]):
+                return True
+        return False
+
+    if walk(leaf, []):
+        return True, None, signed[0]
+    return False, error or "unable to get local issuer certificate: no trusted root signed this chain", None
 
 
 def verify_chain(
     chain: list[x509.Certificate], roots: list[x509.Certificate], now: datetime
-) -> tuple[bool, str | None]:
-    """Does the leaf (with the chain's other certs as intermediates) verify up to one of `roots`?"""
+) -> tuple[bool | None, str | None]:
+    """Would Envoy accept the leaf (with the chain's other certs as intermediates) against `roots`,
+    dates aside? (True, None); (False, why); or (None, why) when only a Web-PKI-only rule of the
+    verifier objected, which says nothing about Envoy."""
     from cryptography.x509 import verification
 
     if not chain:
@@ -233,16 +393,45 @@ def verify_chain(
     if not roots:
         return False, "no root certificates to verify against"
     leaf, *rest = chain
-    try:
-        verifier = (
-            verification.PolicyBuilder()
-            .store(verification.Store(roots))
-            .time(_verification_time(chain, now))
-            .build_client_verifier()
-        )
-        verifier.verify(leaf, rest)
-    except verification.VerificationError as exc:
-        return False, _explain(str(exc))
-    except ValueError as exc:
-        return False, f"cannot verify: {exc}"
-    return True, None
+    # A root copy at the end of the chain is no intermediate; leaving it out keeps its dates out of the way.
+    intermediates = [c for c in rest if c.subject != c.issuer]
+    ca_policy, ee_policy = _envoy_policies()
+    errors: list[tuple[int, bool | None, str]] = []
+    for root in roots:
+        moment = _moment([leaf, *intermediates, root], now)
+        if moment is None:
+            ok, why, signed = _path_without_dates(leaf, intermediates, root)
+            if ok and signed is not None:
+                doubt = _ambiguous(signed, root, roots)
+                return (None, f"not judged: {doubt}") if doubt else (True, None)
+            errors.append((0 if leaf.issuer == root.subject else 1, False, why or ""))
+            continue
+        try:
+            verifier = (
+                verification.PolicyBuilder()
+                .store(verification.Store([root]))
+                .time(moment)
+                .extension_policies(ca_policy=ca_policy, ee_policy=ee_policy)
+                .build_client_verifier()
+            )
+            path = verifier.verify(leaf, intermediates).chain
+            doubt = _ambiguous(path[-2], root, roots)
+            return (None, f"not judged: {doubt}") if doubt else (True, None)
+        except verification.VerificationError as exc:
+            message = str(exc)
+            verdict: bool | None = None if any(rule in message for rule in _UNJUDGED) else False
+            rank = 0 if "all candidates exhausted with no interior errors" not in message else 1
+            named = [c for c in (leaf, *intermediates) if c.issuer == root.subject]
+            if named and all(_key_ids_differ(c, root) for c in named):
+                # BoringSSL never takes a root whose key identifier the AKI rules out as the issuer.
+                message, rank = "candidates exhausted", 1
+            errors.append((rank, verdict, _explain(message)))
+        except ValueError as exc:
+            errors.append((0, None, f"cannot verify: {exc}"))
+    # The most telling failure: a root that at least had the issuer's name beats "no issuer at all";
+    # "cannot tell" from any root beats "untrusted".
+    errors.sort(key=lambda e: (e[1] is not None, e[0]))
+    _, verdict, why = errors[0]
+    if verdict is None:
+        return None, f"not judged: {why} (a Web-PKI rule of the verifier that Envoy does not apply)"
+    return False, why

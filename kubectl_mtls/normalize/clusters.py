@@ -6,10 +6,16 @@ import re
 from typing import Any
 
 from .keys import JSON, items, obj, text
-from .tls import alpn, certificate_names, tls_context, validation
+from .tls import alpn, certificate_names, cluster_tls_context, tls_context, validation
 
 # `metadata.filter_metadata.istio.config` names the DestinationRule Istio applied.
-DR_PATH = re.compile(r"^/apis/networking\.istio\.io/[^/]+/namespaces/(?P<ns>[^/]+)/destination-rule/(?P<name>[^/]+)$")
+# Istio <= 1.5 wrote `/apis/networking/v1alpha3/...` (group without its domain).
+DR_PATH = re.compile(
+    r"^/apis/networking(?:\.istio\.io)?/[^/]+/namespaces/(?P<ns>[^/]+)/destination-rule/(?P<name>[^/]+)$"
+)
+
+
+ISTIO_CERT_DIR = "/etc/certs/"
 
 
 def parse_name(name: str) -> tuple[str, int | None, str, str] | None:
@@ -26,8 +32,10 @@ def _tls_mode(ctx: JSON) -> str:
     certs = certificate_names(common)
     if not certs:
         return "SIMPLE"
-    # Istio's own mTLS uses the SDS secrets `default` (workload cert) and `ROOTCA`.
-    return "ISTIO_MUTUAL" if "default" in certs else "MUTUAL"
+    # Istio's own mTLS uses the SDS secrets `default` (workload cert) and `ROOTCA`; before 1.6 the
+    # files istio-agent mounted at /etc/certs.
+    istio = "default" in certs or any(c.startswith(ISTIO_CERT_DIR) for c in certs)
+    return "ISTIO_MUTUAL" if istio else "MUTUAL"
 
 
 def _destination_rule(cluster: JSON) -> dict[str, str] | None:
@@ -76,7 +84,7 @@ def normalize_cluster(cluster: JSON, endpoints: dict[str, list[JSON]]) -> dict[s
                 # autoMtls: TLS only to endpoints labelled tlsMode=istio, plaintext to the rest
                 mode = "AUTO" if criteria.get("tlsMode") == "istio" else _tls_mode(found)
     else:
-        ctx = tls_context(obj(cluster, "transport_socket"))
+        ctx = cluster_tls_context(cluster)
         mode = "DISABLE" if ctx is None else _tls_mode(ctx)
     common = obj(ctx, "common_tls_context") if ctx else {}
     validation_name, sans = validation(common) if ctx else (None, [])

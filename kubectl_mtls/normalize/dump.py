@@ -21,9 +21,10 @@ from .keys import field as get
 SECRET_KEYS = ("dynamic_active_secrets", "dynamic_warming_secrets", "static_secrets")
 # The only Cluster fields the model reads; the rest (circuit breakers, LB, ...) is dropped on arrival
 # so thousands of clusters do not stay in memory whole.
-CLUSTER_FIELDS = ("name", "transport_socket", "transport_socket_matches", "metadata", "load_assignment")
+CLUSTER_FIELDS = ("name", "transport_socket", "transport_socket_matches", "metadata", "load_assignment", "tls_context")
 CLUSTER_KEYS = ("dynamic_active_clusters", "static_clusters", "dynamic_warming_clusters")
-LISTENER_KEYS = ("dynamic_listeners", "static_listeners")
+# `dynamic_active_listeners`: Envoy < 1.13 (Istio <= 1.4), a list of {version_info, listener, last_updated}
+LISTENER_KEYS = ("dynamic_listeners", "static_listeners", "dynamic_active_listeners")
 
 
 @dataclass
@@ -84,7 +85,7 @@ def _trim(cluster: JSON) -> JSON:
 def _add_listeners(out: Sections, dump: JSON) -> None:
     out.seen.add("listeners")
     # Outbound listeners carry nothing the model reads; keep only inbound ones and rejected ones.
-    for entry in items(dump, "static_listeners"):
+    for entry in items(dump, "static_listeners") + items(dump, "dynamic_active_listeners"):
         listener = obj(entry, "listener")
         if listener:
             out.listeners.append(listener)

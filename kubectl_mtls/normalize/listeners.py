@@ -11,7 +11,7 @@ import re
 from typing import Any
 
 from .keys import JSON, field, items, obj, text
-from .tls import alpn, require_client_certificate, tls_context, validation
+from .tls import alpn, chain_tls_context, require_client_certificate, validation
 
 VIRTUAL_INBOUND = "virtualInbound"
 BLACKHOLE_PORT = 15006  # virtualInbound's own port; its chain only drops loops
@@ -92,7 +92,7 @@ def normalize_inbound(listeners: list[JSON]) -> list[dict[str, Any]]:
             if name not in entry["filter_chains"]:
                 entry["filter_chains"].append(name)
             transport = text(obj(chain, "filter_chain_match"), "transport_protocol")
-            ctx = tls_context(obj(chain, "transport_socket"))
+            ctx = chain_tls_context(chain)
             if ctx is None or transport == "raw_buffer":
                 entry["plaintext"] = True
             elif require_client_certificate(ctx):

@@ -13,6 +13,7 @@ from .dump import Sections
 from .keys import obj, text
 from .listeners import normalize_inbound
 from .secrets import read_secrets
+from .tls import file_certificates
 
 
 def _bootstrap(sections: Sections) -> dict[str, Any] | None:
@@ -71,22 +72,39 @@ def build(
     model["proxy"] = _bootstrap(sections)
     if pod is None and model["proxy"] and model["proxy"]["type"] not in (None, "sidecar"):
         model["sidecar"] = "present"
+
+    def note(aspect: str, text: str) -> None:
+        proxy.notes.append((aspect, text))
+        incomplete.append(text)
+
+    def unknown(aspect: str, text: str) -> None:
+        proxy.unknown.setdefault(aspect, text)
+        note(aspect, text)
+
     material = read_secrets(sections.secrets)
-    incomplete.extend(material.notes)
+    for said in material.notes:
+        note("certificates", said)
     proxy.chain, proxy.roots = material.chain, material.roots
     model["secrets"] = material.summary
-    if "secrets" in sections.seen:
+    file_certs = file_certificates(sections)
+    if file_certs and not material.has_workload_secret:
+        # Istio < 1.6 mounted the workload certificate from a Secret; the dump shows only the path.
+        unknown("certificates", f"certificates are files ({file_certs}, Istio < 1.6): not in the dump, unknown")
+    elif "secrets" in sections.seen:
         if not material.has_workload_secret:
-            incomplete.append("no active secret 'default' (workload certificate)")
+            note("certificates", "no active secret 'default' (workload certificate)")
         if not material.has_root_secret:
-            incomplete.append("no active secret 'ROOTCA' (trusted roots)")
+            note("certificates", "no active secret 'ROOTCA' (trusted roots)")
     else:
-        incomplete.append("the dump has no secrets section: certificates and roots unknown")
+        unknown("certificates", "the dump has no secrets section: certificates and roots unknown")
     if material.chain:
         ok, error = verify_chain([c.cert for c in material.chain], [r.cert for r in material.roots], now)
         for cert in material.chain:
             cert.info["chain_verified"] = ok
-        model["chain_error"] = error
+        if ok is None:  # cannot tell: said, never reported as untrusted
+            note("certificates", f"workload chain trust {error}")
+        else:
+            model["chain_error"] = error
         model["identity"] = spiffe_id(material.chain[0])
     model["certificates"] = [c.info for c in material.chain]  # type: ignore[misc]
     model["roots"] = [r.info for r in material.roots]  # type: ignore[misc]
@@ -95,14 +113,16 @@ def build(
 
     if "clusters" in sections.seen:
         model["clusters"] = normalize_clusters(sections.clusters, sections.endpoints)
-        incomplete.extend(f"cluster {n} is warming (not yet accepted)" for n in sections.warming_clusters)
+        for name in sections.warming_clusters:
+            note("outbound", f"cluster {name} is warming (not yet accepted)")
     else:
-        incomplete.append("the dump has no clusters section: outbound TLS unknown")
+        unknown("outbound", "the dump has no clusters section: outbound TLS unknown")
     if "listeners" in sections.seen:
         model["inbound"] = normalize_inbound(sections.listeners)
-        incomplete.extend(sections.listener_errors)
+        for said in sections.listener_errors:
+            note("inbound", said)
     else:
-        incomplete.append("the dump has no listeners section: inbound mode unknown")
+        unknown("inbound", "the dump has no listeners section: inbound mode unknown")
     return proxy
 
 

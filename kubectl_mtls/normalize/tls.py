@@ -23,6 +23,25 @@ def tls_context(socket: Any) -> JSON | None:
     return None
 
 
+def cluster_tls_context(cluster: JSON) -> JSON | None:
+    """A cluster's UpstreamTlsContext: its transport socket, or Envoy v2's deprecated `tls_context`
+    field (Istio <= 1.5 dumps), which is the same message without the socket around it."""
+    socket = obj(cluster, "transport_socket")
+    if socket:
+        return tls_context(socket)
+    legacy = obj(cluster, "tls_context")
+    return legacy or None
+
+
+def chain_tls_context(chain: JSON) -> JSON | None:
+    """A filter chain's DownstreamTlsContext, from its transport socket or the deprecated `tls_context`."""
+    socket = obj(chain, "transport_socket")
+    if socket:
+        return tls_context(socket)
+    legacy = obj(chain, "tls_context")
+    return legacy or None
+
+
 def _san_matcher(matcher: Any) -> str | None:
     """One StringMatcher as a readable pattern: exact as is, prefix `x*`, suffix `*x`."""
     if not isinstance(matcher, dict):
@@ -51,6 +70,8 @@ def validation(common: JSON) -> tuple[str | None, list[str]]:
         pattern = _san_matcher(obj(typed, "matcher"))
         if pattern:
             sans.append(pattern)
+    # Envoy < 1.12 (Istio <= 1.4): exact SANs as plain strings
+    sans.extend(v for v in items(default, "verify_subject_alt_name") if isinstance(v, str) and v not in sans)
     name = text(sds, "name") or None
     if name is None and obj(default, "trusted_ca"):
         name = "inline"
@@ -59,8 +80,8 @@ def validation(common: JSON) -> tuple[str | None, list[str]]:
 
 def certificate_names(common: JSON) -> list[str]:
     names = [text(c, "name") for c in items(common, "tls_certificate_sds_secret_configs")]
-    if items(common, "tls_certificates"):
-        names.append("inline")
+    for cert in items(common, "tls_certificates"):  # a file path (Istio < 1.6 mounted certs) or inline
+        names.append(text(obj(cert, "certificate_chain"), "filename") or "inline")
     return [n for n in names if n]
 
 
@@ -73,3 +94,27 @@ def require_client_certificate(ctx: JSON) -> bool:
     if isinstance(value, dict):  # BoolValue written out as an object
         value = value.get("value")
     return value is True
+
+
+def _file_paths(common: JSON) -> list[str]:
+    return [
+        text(obj(cert, "certificate_chain"), "filename")
+        for cert in items(common, "tls_certificates")
+        if text(obj(cert, "certificate_chain"), "filename")
+    ]
+
+
+def file_certificates(sections: Any) -> str:
+    """Where the proxy's TLS contexts read their certificate from files (Istio < 1.6 mounted
+    `/etc/certs/cert-chain.pem`), as one readable list; "" when none does."""
+    paths: list[str] = []
+    for cluster in sections.clusters:
+        ctx = cluster_tls_context(cluster)
+        if ctx:
+            paths.extend(_file_paths(obj(ctx, "common_tls_context")))
+    for listener in sections.listeners:
+        for chain in items(listener, "filter_chains"):
+            ctx = chain_tls_context(chain)
+            if ctx:
+                paths.extend(_file_paths(obj(ctx, "common_tls_context")))
+    return ", ".join(sorted(set(paths)))

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import jsonutil
-from ..errors import InputError, NotFoundError, UsageError
+from ..errors import InputError, NotCapturedError, NotFoundError, UsageError
 from . import Document
 from .kinds import KINDS
 from .names import path_component
@@ -233,6 +233,9 @@ class SnapshotSource:
                 items = raw
             elif plural == "pods":
                 items = self._pods_from_proxies()
+            else:
+                # Not in the snapshot is not "none exist": the checks that need this kind do not run.
+                raise NotCapturedError(f"{self.description} has no kubernetes/{plural}.json: {plural} not read")
             self._cache[plural] = items
         return self._cache[plural]
 

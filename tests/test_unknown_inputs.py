@@ -1,0 +1,119 @@
+"""Unknown is never a finding: what a snapshot or a dump does not hold is "not run", never an error,
+a warning or a pass. Every snapshot shape the README allows, run through the CLI as a user would."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from conftest import run_cli
+from test_trust_envoy import leaf, root, secrets_dump, write_secrets_snapshot
+
+STRICT_LISTENERS = [
+    {
+        "name": "virtualInbound",
+        "address": {"socketAddress": {"address": "0.0.0.0", "portValue": 15006}},
+        "filterChains": [
+            {
+                "name": "0.0.0.0_8080",
+                "filterChainMatch": {"destinationPort": 8080, "transportProtocol": "tls"},
+                "transportSocket": {
+                    "name": "envoy.transport_sockets.tls",
+                    "typedConfig": {
+                        "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
+                        "commonTlsContext": {
+                            "tlsCertificateSdsSecretConfigs": [{"name": "default"}],
+                            "combinedValidationContext": {"validationContextSdsSecretConfig": {"name": "ROOTCA"}},
+                        },
+                        "requireClientCertificate": True,
+                    },
+                },
+                "filters": [{"name": "envoy.filters.network.tcp_proxy"}],
+            }
+        ],
+        "trafficDirection": "INBOUND",
+    }
+]
+PLAIN_CLUSTERS = [{"name": "outbound|8080||web.default.svc.cluster.local", "type": "EDS", "connectTimeout": "10s"}]
+
+
+def split_snapshot(base: Path, with_secrets: bool = False) -> Path:
+    """`istioctl proxy-config cluster|listener -o json` files only (the README's hand-made shape)."""
+    folder = base / "proxies" / "default" / "web-0"
+    folder.mkdir(parents=True)
+    (folder / "listener.json").write_text(json.dumps(STRICT_LISTENERS))
+    (folder / "cluster.json").write_text(json.dumps(PLAIN_CLUSTERS))
+    if with_secrets:
+        r = root("ec")
+        (folder / "secret.json").write_text(json.dumps(secrets_dump([leaf(r, "ec")], [r])))
+    return base
+
+
+def check_json(snap: Path, *args: str) -> tuple[int, dict]:
+    proc = run_cli("check", *args, "--snapshot", str(snap), "-o", "json")
+    assert "Traceback" not in proc.stderr and proc.stderr.strip() == "", proc.stderr
+    return proc.returncode, json.loads(proc.stdout)
+
+
+def statuses(data: dict) -> dict[str, str]:
+    return {s["check"]: s["status"] for s in data["checks"]}
+
+
+def test_split_dump_without_secrets_has_unknown_certificates_not_missing(tmp_path: Path) -> None:
+    code, data = check_json(split_snapshot(tmp_path / "snap"), "-n", "default")
+    assert code == 0, data
+    assert data["findings"] == [] or all(f["severity"] == "info" for f in data["findings"]), data["findings"]
+    status = statuses(data)
+    for slug in ("cert-missing", "cert-expired", "cert-chain-untrusted", "root-mismatch"):
+        assert status[slug] == "skipped", (slug, status[slug])
+    whys = {i["what"]: i["why"] for i in data["incomplete"]}
+    assert "certificates: the dump has no secrets section" in whys["check cert-missing"]
+    # no kubernetes/: PeerAuthentications were not read, so nothing is said about policy
+    assert status["peerauthn-effective"] == "skipped"
+    assert "kubernetes/peerauthentications.json" in whys["check peerauthn-effective"]
+
+
+def test_secrets_only_dump_is_complete_for_certs(tmp_path: Path) -> None:
+    r = root("ec")
+    snap = write_secrets_snapshot(tmp_path / "snap", {"web-0": ([leaf(r, "ec")], [r])})
+    proc = run_cli("certs", "-n", "default", "--snapshot", str(snap), "-o", "json")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    data = json.loads(proc.stdout)
+    assert data["incomplete"] == [] and len(data["items"]) == 2
+    # `proxy` prints the whole model: there the missing sections are named.
+    model = json.loads(run_cli("proxy", "web-0", "-n", "default", "--snapshot", str(snap), "-o", "json").stdout)
+    assert "the dump has no clusters section: outbound TLS unknown" in model["incomplete"]
+
+
+def test_certs_on_a_split_dump_says_certificates_are_unknown(tmp_path: Path) -> None:
+    proc = run_cli("certs", "-n", "default", "--snapshot", str(split_snapshot(tmp_path / "snap")), "-o", "json")
+    data = json.loads(proc.stdout)
+    assert data["items"] == []
+    assert [i["error"] for i in data["incomplete"]] == [
+        "the dump has no secrets section: certificates and roots unknown"
+    ]
+
+
+def test_no_istiod_log_means_istiod_check_not_run(tmp_path: Path) -> None:
+    snap = split_snapshot(tmp_path / "snap", with_secrets=True)
+    (snap / "kubernetes").mkdir()
+    pod = {"metadata": {"name": "web-0", "namespace": "default"}, "spec": {"containers": [{"name": "istio-proxy"}]}}
+    (snap / "kubernetes" / "pods.json").write_text(json.dumps({"items": [pod]}))
+    log = snap / "logs" / "default" / "web-0" / "istio-proxy.log"
+    log.parent.mkdir(parents=True)
+    log.write_text("2026-01-01T00:00:00.000000Z\tinfo\tEnvoy proxy is ready\n")
+    code, data = check_json(snap, "pod", "web-0", "-n", "default")
+    status = statuses(data)
+    assert status["istiod-cert-errors"] == "skipped"
+    assert status["proxy-tls-errors"] == "ok"
+    why = {i["what"]: i["why"] for i in data["incomplete"]}["check istiod-cert-errors"]
+    assert "no istiod pod" in why
+    assert code == 0
+
+
+def test_human_output_marks_unread_checks_with_a_question_mark(tmp_path: Path) -> None:
+    proc = run_cli("check", "-n", "default", "--snapshot", str(split_snapshot(tmp_path / "snap")))
+    assert proc.returncode == 0
+    assert "? every sidecar holds a workload certificate and trusted roots [cert-missing]" in proc.stdout
+    assert "× " not in proc.stdout and "‼ " not in proc.stdout
+    assert "check(s) could not run" in proc.stdout
