@@ -415,7 +415,8 @@ def verify_chain(
                 .build_client_verifier()
             )
             path = verifier.verify(leaf, intermediates).chain
-            doubt = _ambiguous(path[-2], root, roots)
+            # (a leaf that is itself the trusted root makes a path of one: nothing to choose)
+            doubt = _ambiguous(path[-2], root, roots) if len(path) > 1 else None
             return (None, f"not judged: {doubt}") if doubt else (True, None)
         except verification.VerificationError as exc:
             message = str(exc)
