@@ -48,6 +48,7 @@ EXPECTED = {
     "probe-not-rewritten": ("error", "Pod", "app", "probe-6e7f8a9b1-kkkkk"),
     "proxy-tls-errors": ("warning", "Pod", "app", "client-6b7c8d9f5-bbbbb"),
     "istiod-cert-errors": ("error", "Pod", "istio-system", "istiod-7d4f8b9c6-x2kqz"),
+    "apiserver-caller-strict": ("error", "ValidatingWebhookConfiguration", "", "web-admission"),
 }
 
 

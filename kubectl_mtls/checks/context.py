@@ -22,6 +22,10 @@ EXEMPT_NAMESPACES = ("kube-system", "kube-public", "kube-node-lease")
 # Kubernetes kinds a check may read (listed once per run), then the other inputs a check may name.
 OBJECT_INPUTS = (
     "namespaces",
+    "validatingwebhookconfigurations",
+    "mutatingwebhookconfigurations",
+    "apiservices",
+    "customresourcedefinitions",
     "services",
     "serviceaccounts",
     "peerauthentications",

@@ -17,7 +17,7 @@ from ..errors import EXIT_GATHER, EXIT_OK, GatherError, InputError, MtlsError, N
 from ..normalize import pod as podinfo
 from ..render import Style, columns, emit
 from ..sources.kinds import KINDS, SNAPSHOT_KINDS
-from ..sources.scrub import redact_key_strings, scrub_dump, scrub_object, scrub_pod, scrub_secret
+from ..sources.scrub import redact_key_strings, scrub_crd, scrub_dump, scrub_object, scrub_pod, scrub_secret
 from ..sources.snapshot import (
     CONTEXTS_DIR,
     FORMAT,
@@ -176,6 +176,7 @@ def _contexts_table(data: dict[str, Any], style: Style) -> str:
 def _signals_as_exit() -> Iterator[None]:
     """SIGTERM and SIGHUP end the run like Ctrl-C does, through the cleanup above (exit 128+signal).
     SIGKILL cannot be caught: it may leave a `.DIR.*` temporary directory (see the README)."""
+
     def leave(signum: int, _frame: Any) -> None:
         raise SystemExit(128 + signum)
 
@@ -210,15 +211,20 @@ def _collect(
         if spec.istio_namespace_only:
             scopes = [args.istio_namespace]
         objects: list[dict[str, Any]] = []
+        read = failed = False
         for ns in scopes:
             try:
                 objects.extend(source.list_objects(kind, ns))
+                read = True
             except NotFoundError:
                 continue
             except MtlsError as exc:
+                failed = True
                 incomplete.append({"kind": kind, "namespace": ns or "", "error": str(exc)})
+        if failed and not read:
+            continue  # no file: a replay says "not read", never "none"
         counts[kind] = len(objects)
-        scrub = scrub_secret if kind == "secrets" else scrub_object
+        scrub = {"secrets": scrub_secret, "customresourcedefinitions": scrub_crd}.get(kind, scrub_object)
         writer.write_json(f"kubernetes/{kind}.json", redact_key_strings({"items": [scrub(o) for o in objects]}))
 
     with_envoy = [p for p in pods if podinfo.has_envoy(p)]

@@ -28,6 +28,7 @@ AFTER_SWITCH = (
     "probe-not-rewritten",
     "destinationrule-tls-conflict",
     "outbound-plaintext-to-strict",
+    "apiserver-caller-strict",
 )
 
 
@@ -253,7 +254,9 @@ def run(args: argparse.Namespace) -> int:
     _simulate_strict(ctx, scope)
     for slug in AFTER_SWITCH:
         item = checks[slug]
-        if any(not ctx.available(name) for name in item.reads):
+        missing = [name for name in item.reads if not ctx.available(name)]
+        if missing:
+            ctx.note(f"check {slug}", f"not run: could not read {', '.join(missing)}")
             continue
         for f in _after_switch(item.run(ctx)):
             f["message"] = "after the switch: " + f["message"]

@@ -33,6 +33,12 @@ KINDS: dict[str, Kind] = {
         # Ambient: NetworkPolicies can block HBONE (TCP 15008); Gateways of class istio-waypoint are waypoints.
         Kind("networkpolicies", "networking.k8s.io", ("v1",)),
         Kind("gateways", "gateway.networking.k8s.io", ("v1", "v1beta1")),
+        # What the kube-apiserver calls without a mesh certificate: admission webhooks, aggregated APIs,
+        # CRD conversion webhooks (apiserver-caller-strict). CRDs are stored reduced to their conversion.
+        Kind("validatingwebhookconfigurations", "admissionregistration.k8s.io", ("v1",), namespaced=False),
+        Kind("mutatingwebhookconfigurations", "admissionregistration.k8s.io", ("v1",), namespaced=False),
+        Kind("apiservices", "apiregistration.k8s.io", ("v1",), namespaced=False),
+        Kind("customresourcedefinitions", "apiextensions.k8s.io", ("v1",), namespaced=False),
     )
 }
 

@@ -242,3 +242,11 @@ def _certificates_only(value: Any) -> str | None:
         return None
     blocks = CERTIFICATE_PEM.findall(decoded)
     return base64.b64encode(b"".join(blocks)).decode() if blocks else None
+
+
+def scrub_crd(crd: dict[str, Any]) -> dict[str, Any]:
+    """A CustomResourceDefinition reduced to what names its conversion webhook: schemas are large
+    and say nothing about mTLS."""
+    spec = crd.get("spec") or {}
+    kept = {k: spec[k] for k in ("group", "conversion") if k in spec}
+    return {**scrub_object({k: crd[k] for k in ("apiVersion", "kind", "metadata") if k in crd}), "spec": kept}

@@ -74,6 +74,15 @@ RESOURCES: list[Resource] = [
     Resource(
         "admissionregistration.k8s.io", ("v1",), "mutatingwebhookconfigurations", "MutatingWebhookConfiguration", False
     ),
+    Resource(
+        "admissionregistration.k8s.io",
+        ("v1",),
+        "validatingwebhookconfigurations",
+        "ValidatingWebhookConfiguration",
+        False,
+    ),
+    Resource("apiregistration.k8s.io", ("v1",), "apiservices", "APIService", False),
+    Resource("apiextensions.k8s.io", ("v1",), "customresourcedefinitions", "CustomResourceDefinition", False, ("crd",)),
 ]
 _GROUPS: dict[str, tuple[str, ...]] = {r.group: r.versions for r in RESOURCES}
 

@@ -491,6 +491,19 @@ def broken_world(mesh: Mesh, now: dt.datetime | None = None) -> CheckWorld:
             },
         ),
         _root_configmap(current),
+        # the kube-apiserver calls an admission webhook on web's STRICT port (apiserver-caller-strict)
+        {
+            "apiVersion": "admissionregistration.k8s.io/v1",
+            "kind": "ValidatingWebhookConfiguration",
+            "metadata": {"name": "web-admission"},
+            "webhooks": [
+                {
+                    "name": "validate.web.app",
+                    "clientConfig": {"service": {"namespace": "app", "name": "web", "port": 80}},
+                    "sideEffects": "None",
+                }
+            ],
+        },
     ]
     w.proxy_rows = [(n, ns, {}) for (ns, n) in w.admins if n.split("-")[0] not in ("lagging", "nacked")] + [
         ("lagging-7f8a9b1c2-lllll", "app", {"EDS": "STALE"}),
