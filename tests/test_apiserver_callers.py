@@ -199,14 +199,14 @@ def test_unreadable_kinds_skip_the_check_with_the_reason(tmp_path: Path) -> None
     assert {c["check"]: c["status"] for c in data["checks"]}["apiserver-caller-strict"] == "skipped"
     assert findings(proc) == []
     reasons = [i["why"] for i in data["incomplete"] if i["what"] == "check apiserver-caller-strict"]
-    assert reasons and reasons[0].startswith("skipped: could not read apiservices")
+    assert reasons and reasons[0].startswith("not run: apiservices: Forbidden")
 
 
 def test_snapshot_taken_before_the_kinds_were_recorded_says_not_read() -> None:
     proc = run_cli("check", "-A", "-o", "json", "--snapshot", str(REPO / "examples" / "rotation"))
     data = json.loads(proc.stdout)
     assert {c["check"]: c["status"] for c in data["checks"]}["apiserver-caller-strict"] == "skipped"
-    assert any("not recorded" in i["why"] for i in data["incomplete"] if i["what"] == "validatingwebhookconfigurations")
+    assert any("not read" in i["why"] for i in data["incomplete"] if i["what"] == "validatingwebhookconfigurations")
 
 
 def test_strict_ready_warns_before_the_switch(tmp_path: Path) -> None:
