@@ -88,9 +88,9 @@ def source_parent() -> argparse.ArgumentParser:
     group.add_argument(
         "--request-timeout",
         type=parse_duration,
-        default=0.0,
+        default=30.0,  # sources.live.DEFAULT_REQUEST_TIMEOUT, kept literal: --help must not import the source
         metavar="DURATION",
-        help="per API request timeout (e.g. 5, 5s, 1m; 0 = none)",
+        help="per API request timeout (e.g. 5, 5s, 1m; default 30s; 0 = none)",
     )
     group.add_argument("--istioctl", metavar="PATH", help="istioctl binary (default: istioctl on PATH)")
     group.add_argument(

@@ -6,7 +6,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
+import subprocess
+import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,10 +20,17 @@ from ..errors import GatherError, InputError, NotFoundError, UsageError, one_lin
 from . import Document
 from . import istioctl as istioctl_cli
 from .kinds import KINDS, Kind
+from .kubeconfig import check_kubeconfig, check_server
 from .names import path_component
 from .scrub import scrub_secret
+from .shapes import ShapeError, check_object, describe
 
 PAGE = 500
+# A request the API server never answers must not hang a diagnosis: kubectl waits forever by default,
+# kubectl-mtls gives up after this long (--request-timeout, 0 = no limit; documented in the README).
+DEFAULT_REQUEST_TIMEOUT = 30.0
+# An exec credential plugin (kubeconfig users.user.exec) gets as long as one request.
+MAX_PAGES = 10_000  # 5,000,000 objects of one kind: beyond that, a server that never stops paging
 ZTUNNEL_SELECTOR = "app=ztunnel"
 INCLUSTER_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
 
@@ -29,7 +41,7 @@ class Connection:
     context: str | None = None
     cluster: str | None = None
     user: str | None = None
-    request_timeout: float | None = None  # seconds; None = no timeout
+    request_timeout: float | None = DEFAULT_REQUEST_TIMEOUT  # seconds; None = no timeout
     istioctl: str | None = None
     istioctl_timeout: float = istioctl_cli.DEFAULT_TIMEOUT
     istio_namespace: str = "istio-system"
@@ -57,7 +69,11 @@ class LiveSource:
         configuration = client.Configuration()
         try:
             if self.conn.kubeconfig or self._has_kubeconfig():
-                self._load_kubeconfig(configuration)
+                with _credential_plugin_limits(self.conn.request_timeout) as plugin_errors:
+                    self._load_kubeconfig(configuration)
+                if plugin_errors:
+                    raise GatherError(f"cannot get credentials from the kubeconfig: {plugin_errors[-1]}")
+                check_server(configuration.host)
             else:
                 config.load_incluster_config(client_configuration=configuration)
                 if os.path.isfile(INCLUSTER_NAMESPACE):
@@ -68,6 +84,10 @@ class LiveSource:
         except OSError as exc:
             raise GatherError(f"cannot read kubeconfig: {exc}") from None
         configuration.retries = 1  # fail fast on an unreachable API server; kubectl retries little too
+        if not configuration.verify_ssl:  # insecure-skip-tls-verify: kubectl does not warn per request
+            from urllib3.exceptions import InsecureRequestWarning
+
+            warnings.simplefilter("ignore", InsecureRequestWarning)
         return client.ApiClient(configuration)
 
     def _has_kubeconfig(self) -> bool:
@@ -80,6 +100,7 @@ class LiveSource:
         from kubernetes.config.config_exception import ConfigException
 
         paths = self.conn.kubeconfig or os.environ.get("KUBECONFIG", os.path.expanduser("~/.kube/config"))
+        check_kubeconfig(paths)  # the client's loader fails on wrong types with a TypeError or worse
         contexts, active = config.list_kube_config_contexts(config_file=paths)
         by_name = {c["name"]: c.get("context") or {} for c in contexts or []}
         name = self.conn.context or (active or {}).get("name")
@@ -141,15 +162,39 @@ class LiveSource:
         return bytes(data)
 
     def _list(self, path: str, query: dict[str, str]) -> list[dict[str, Any]]:
+        """All pages of a list. A server whose `continue` token repeats (or that pages without end)
+        would loop forever: that is an error naming the list."""
         items: list[dict[str, Any]] = []
         query = {**query, "limit": str(PAGE)}
+        plural = path.rsplit("/", 1)[-1]
+        seen: set[str] = set()
         while True:
             page = self._get(path, query)
+            if not isinstance(page, dict) or not isinstance(page.get("items") or [], list):
+                raise GatherError(f"API response for {path}: not a list of objects")
+            for index, item in enumerate(page.get("items") or []):
+                self._check(plural, item, path, len(items) + index)
             items.extend(page.get("items") or [])
-            token = (page.get("metadata") or {}).get("continue")
+            meta = page.get("metadata") or {}
+            token = meta.get("continue") if isinstance(meta, dict) else None
             if not token:
                 return items
+            if not isinstance(token, str):
+                raise GatherError(f"API response for {path}: metadata.continue must be a string")
+            if token in seen or len(seen) >= MAX_PAGES:
+                raise GatherError(
+                    f"API response for {path}: the server keeps paging (continue token repeated after "
+                    f"{len(seen) + 1} pages, {len(items)} objects); stopped"
+                )
+            seen.add(token)
             query["continue"] = token
+
+    @staticmethod
+    def _check(plural: str, item: Any, path: str, index: int) -> None:
+        try:
+            check_object(plural, item)
+        except ShapeError as exc:
+            raise GatherError(f"API response for {path}: {describe(item, index)}: {exc}") from None
 
     @staticmethod
     def _core_path(plural: str, namespace: str | None, name: str | None = None) -> str:
@@ -161,8 +206,10 @@ class LiveSource:
         return self._list(self._core_path("pods", namespace), query)
 
     def get_pod(self, namespace: str, name: str) -> dict[str, Any]:
-        pod: dict[str, Any] = self._get(self._core_path("pods", namespace, name))
-        return pod
+        path = self._core_path("pods", namespace, name)
+        pod = self._get(path)
+        self._check("pods", pod, path, 0)
+        return dict(pod)
 
     def list_objects(self, kind: str, namespace: str | None) -> list[dict[str, Any]]:
         spec = KINDS.get(kind)
@@ -252,6 +299,60 @@ class LiveSource:
         argv = self._istioctl("proxy-config", "all", f"{name}.{namespace}", "-o", "json")
         out = istioctl_cli.run(argv, self.conn.istioctl_timeout)
         return [(f"istioctl proxy-config all {name}.{namespace}", out)]
+
+
+class _PluginErrors(logging.Handler):
+    """The kubernetes client logs an exec plugin's failure (and goes on without credentials): keep
+    the message for our one-line error instead of letting logging print it on stderr."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(one_line(record.getMessage()))
+
+
+class _TimedPopen(subprocess.Popen):  # type: ignore[type-arg]
+    """Popen for exec credential plugins: `communicate` gives up after the request timeout."""
+
+    limit: float = DEFAULT_REQUEST_TIMEOUT
+
+    def communicate(self, input: Any = None, timeout: float | None = None) -> Any:
+        try:
+            return super().communicate(input, timeout or self.limit)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            super().communicate()
+            command = str(self.args[0] if isinstance(self.args, list) and self.args else self.args)
+            raise GatherError(
+                f"exec credential plugin {command} did not answer within {self.limit:g}s"
+            ) from None
+
+
+class _PluginSubprocess:
+    """What kubernetes.config.exec_provider uses of `subprocess`, with the timed Popen."""
+
+    PIPE = subprocess.PIPE
+    Popen = _TimedPopen
+
+
+_PLUGIN_ERRORS = _PluginErrors()
+
+
+@contextlib.contextmanager
+def _credential_plugin_limits(timeout: float | None) -> Iterator[list[str]]:
+    """Exec plugins time out, and their errors are collected, not printed: while the kubeconfig loads
+    and later (the client runs the plugin again when its token expires)."""
+    from kubernetes.config import exec_provider
+
+    _TimedPopen.limit = timeout or DEFAULT_REQUEST_TIMEOUT
+    exec_provider.subprocess = _PluginSubprocess  # type: ignore[attr-defined,assignment]
+    root = logging.getLogger()
+    if _PLUGIN_ERRORS not in root.handlers:
+        root.addHandler(_PLUGIN_ERRORS)
+    _PLUGIN_ERRORS.messages.clear()
+    yield _PLUGIN_ERRORS.messages
 
 
 def _plain(node: Any) -> Any:

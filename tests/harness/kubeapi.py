@@ -103,6 +103,7 @@ class _Rule:  # an injected failure or delay
     seconds: float = 0.0
     times: int | None = None
     message: str | None = None
+    body: Any = None  # respond(): the document served instead of the real answer
 
     def matches(self, method: str, path: str) -> bool:
         return self.method in ("*", method) and bool(self.path.search(path))
@@ -245,6 +246,7 @@ class FakeKubeAPI:
         self._store: dict[Resource, dict[tuple[str, str], dict[str, Any]]] = {r: {} for r in RESOURCES}
         self._failures: list[_Rule] = []
         self._delays: list[_Rule] = []
+        self._responses: list[_Rule] = []
         self._allow: list[tuple[str, str, str | None, str, bool]] = []
         self._rv = itertools.count(1000)
         self._lock = threading.Lock()
@@ -286,6 +288,17 @@ class FakeKubeAPI:
     def delay(self, seconds: float, method: str = "GET", path: str = ".*") -> None:
         with self._lock:
             self._delays.append(_Rule(method.upper(), re.compile(path), seconds=seconds))
+
+    def respond(self, body: Any, status: int = 200, method: str = "GET", path: str = ".*") -> None:
+        """Serve `body` (any JSON value) for matching requests instead of the real answer: a faulty or
+        hostile API server (a list where an object belongs, `items` that is not a list of objects, a
+        `continue` token that repeats forever)."""
+        with self._lock:
+            self._responses.append(_Rule(method.upper(), re.compile(path), status=status, body=body))
+
+    def never_answer(self, method: str = "GET", path: str = ".*") -> None:
+        """Accept matching requests and never answer them (an API server that hangs)."""
+        self.delay(24 * 3600, method, path)
 
     def allow(
         self, verb: str, resource: str, namespace: str | None = None, group: str = "", allowed: bool = True
@@ -416,6 +429,10 @@ class FakeKubeAPI:
         for seconds in delays:  # sleep outside the lock so other requests proceed
             time.sleep(seconds)
         target = self._parse(path)
+        with self._lock:
+            served = next((r for r in self._responses if r.matches(req.method, path)), None)
+        if served is not None:
+            return served.status, served.body
         if (failure := self._take_failure(req.method, path)) is not None:
             return self._injected(failure, req, target)
         log = re.fullmatch(r"/api/v1/namespaces/([^/]+)/pods/([^/]+)/log", path)
