@@ -41,6 +41,7 @@ EXPECTED = {
     "ca-root-expiring": ("warning", "ConfigMap", "istio-system", "istio-ca-root-cert"),
     "destinationrule-tls-conflict": ("error", "DestinationRule", "app", "web-plain"),
     "outbound-plaintext-to-strict": ("error", "Pod", "app", "client-6b7c8d9f5-bbbbb"),
+    "tls-to-plaintext-server": ("error", "DestinationRule", "app", "plainsrv-mtls"),
     "authz-requires-mtls": ("warning", "AuthorizationPolicy", "team", "tools-by-identity"),
     "authz-principal-unknown": ("warning", "AuthorizationPolicy", "app", "web-from-ghost"),
     "authz-deny-all": ("warning", "AuthorizationPolicy", "app", "nothing"),

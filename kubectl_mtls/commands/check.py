@@ -52,6 +52,11 @@ def register(sub: Any, output: argparse.ArgumentParser, source: argparse.Argumen
         "container through the exec API: needs create on pods/exec)",
     )
     parser.add_argument(
+        "--require-mtls",
+        action="store_true",
+        help="pair: a call that works only in plaintext is a failure (exit 1)",
+    )
+    parser.add_argument(
         "--request",
         metavar="'METHOD PATH'",
         help="pair: decide authorization for this HTTP request (e.g. 'GET /api/items'); without it a "
@@ -149,8 +154,10 @@ def run(args: argparse.Namespace) -> int:
         from .pair import run_pair
 
         return run_pair(args)
-    if args.port is not None or args.probe or args.request or args.header or args.host or args.jwt:
-        raise UsageError("--port, --probe, --request, --header, --host and --jwt go with 'check pair SRC DST'")
+    if args.port is not None or args.probe or args.require_mtls or args.request or args.header or args.host or args.jwt:
+        raise UsageError(
+            "--port, --probe, --require-mtls, --request, --header, --host and --jwt go with 'check pair SRC DST'"
+        )
     checks = all_checks()
     known = {c.slug for c in checks}
     for rule in args.ignore:

@@ -11,7 +11,7 @@ from typing import Any
 from ..checks.context import Context, Options, Scope, key_of, labels_of, target_port
 from ..errors import EXIT_DEPENDS, EXIT_GATHER, EXIT_OK, EXIT_PROBLEM, NotFoundError, UsageError
 from ..fixes import restart_command
-from ..istio import destinationrule
+from ..istio import automtls, destinationrule
 from ..normalize import pod as podinfo
 from ..normalize.certs import parse_rfc3339, verify_chain
 from ..render import Style, emit
@@ -97,6 +97,92 @@ def _matches_san(patterns: list[str], identity: str) -> bool:
     return False
 
 
+@dataclass
+class Walk:
+    """One port's walk: the steps, and whether the call (when it works) travels in mTLS."""
+
+    steps: list[dict[str, Any]] = field(default_factory=list)
+    sends: dict[tuple[str, str], str] = field(default_factory=dict)  # destination pod -> "mtls" | "plaintext"
+    reasons: list[str] = field(default_factory=list)  # why some of it is plaintext
+    fixes: list[str] = field(default_factory=list)  # how to make it mTLS
+    request: RequestSpec | None = None  # --request: the HTTP request authorization is decided for
+    cluster: dict[str, Any] | None = None  # SRC's outbound cluster the call leaves through
+
+    def plaintext(self, reason: str, fix: str | None) -> None:
+        if reason not in self.reasons:
+            self.reasons.append(reason)
+        if fix and fix not in self.fixes:
+            self.fixes.append(fix)
+
+    @property
+    def mtls(self) -> bool | None:
+        """True: every destination pod gets mTLS; False: some get plaintext; None: not decided."""
+        if not self.sends:
+            return False if self.reasons else None
+        return all(v == "mtls" for v in self.sends.values())
+
+
+def _server(
+    ctx: Context, pod: dict[str, Any], service_port: dict[str, Any] | None, port: int
+) -> tuple[int | None, str | None, str]:
+    """(target port, what the pod enforces there, what its policies say). What it enforces is its
+    sidecar's inbound chains for the port (else the catch-all), "NO_SIDECAR" for a pod without one,
+    None when its config was not read or holds nothing for the port."""
+    tport = target_port(service_port, pod) if service_port else port
+    policy = ctx.effective(pod).mode_for(tport)
+    if podinfo.sidecar_kind(pod) == "absent":
+        return tport, "NO_SIDECAR", policy
+    proxy = ctx.proxy(pod)
+    if proxy is None:
+        return tport, None, policy
+    inbound = proxy.model["inbound"]
+    entry = next((e for e in inbound if e["port"] == tport), None) or next(
+        (e for e in inbound if e["port"] is None), None
+    )
+    return tport, entry["mode"] if entry else None, policy
+
+
+def _enforced_text(enforced: str | None) -> str:
+    return "has no sidecar" if enforced == "NO_SIDECAR" else f"sidecar enforces {enforced}"
+
+
+def _plaintext_refused(
+    ctx: Context, dst: Destination, service_port: dict[str, Any] | None, port: int, pods: list[dict[str, Any]]
+) -> tuple[list[tuple[str, int | None, str | None, str]], list[str]]:
+    """Of the pods that receive plaintext: (pod, port, enforced, policy) of those that refuse it, and
+    the pods whose inbound mode was not read."""
+    refused, unknown = [], []
+    for pod in pods:
+        tport, enforced, policy = _server(ctx, pod, service_port, port)
+        ok = automtls.accepts(enforced, "plaintext")
+        ref = "/".join(key_of(pod))
+        if ok is False:
+            refused.append((ref, tport, enforced, policy))
+        elif ok is None:
+            unknown.append(ref)
+    return refused, unknown
+
+
+def _plaintext_why(
+    ctx: Context, pod: dict[str, Any], service_port: dict[str, Any] | None, port: int
+) -> tuple[str, str | None]:
+    """Why auto mTLS gives this pod's endpoint no tlsMode: istio, and what would change that."""
+    ns, name = key_of(pod)
+    ref = f"{ns}/{name}"
+    if podinfo.sidecar_kind(pod) == "absent":
+        return f"{ref} has no sidecar", f"kubectl mtls check pod {name} -n {ns}"
+    tport = target_port(service_port, pod) if service_port else port
+    eff = ctx.effective(pod)
+    if eff.mode_for(tport) == "DISABLE":
+        by = (eff.port_decided_by.get(tport) if tport is not None else None) or eff.decided_by
+        fix = f"kubectl edit peerauthentication {by.name} -n {by.namespace}   # mtls.mode: STRICT" if by else None
+        return f"{ref} is DISABLE on port {tport}" + (f" by PeerAuthentication {by}" if by else ""), fix
+    label = labels_of(pod).get(automtls.TLS_LABEL, "istio")
+    if label != "istio":
+        return f"{ref} is labelled {automtls.TLS_LABEL}={label}", None
+    return f"{ref}: reason not known", None
+
+
 def walk(
     ctx: Context,
     src: dict[str, Any],
@@ -105,9 +191,11 @@ def walk(
     port: int,
     probe: Any = None,
     request: RequestSpec | None = None,
-) -> list[dict[str, Any]]:
-    """The steps for one port, stopping after the first failure."""
-    steps: list[dict[str, Any]] = []
+) -> Walk:
+    """The steps for one port, stopping after the first failure. A call that works in plaintext is not
+    a failure: the walk records which pods get plaintext and why, and skips the mTLS-only steps."""
+    result = Walk(request=request)
+    steps = result.steps
     src_ns, src_name = key_of(src)
     src_ref = f"{src_ns}/{src_name}"
     src_proxy = ctx.proxy(src)
@@ -118,21 +206,71 @@ def walk(
 
     # 1. sidecars, and SRC in sync with istiod
     kind = podinfo.sidecar_kind(src)
+    if not dst.pods:
+        done(step("sidecar", False, f"no running pod behind {dst.label}", f"kubectl get endpoints -n {dst.namespace}"))
+        return result
+    inject_src = (
+        f"kubectl label namespace {src_ns} istio-injection=enabled --overwrite && "
+        f"kubectl delete pod {src_name} -n {src_ns}"
+    )
+    if kind == "absent":
+        # No sidecar: the application's own plaintext, without an identity, goes straight to DST.
+        for pod in dst.pods:
+            result.sends[key_of(pod)] = "plaintext"
+        result.plaintext("caller has no sidecar", inject_src)
+        refused, unknown = _plaintext_refused(ctx, dst, service_port, port, dst.pods)
+        if refused:
+            ref, tport, enforced, policy = refused[0]
+            done(
+                step(
+                    "sidecar",
+                    False,
+                    f"{src_ref} has no sidecar (absent): it sends plaintext without an identity, and {ref} port "
+                    f"{tport} {_enforced_text(enforced)} (policy {policy})",
+                    inject_src,
+                    sidecar=kind,
+                    refused_by=[r[0] for r in refused],
+                )
+            )
+            return result
+        if unknown:
+            done(
+                step(
+                    "sidecar",
+                    None,
+                    f"{src_ref} has no sidecar: it sends plaintext; whether {', '.join(unknown)} accept it "
+                    "is not known (inbound listeners not read)",
+                    None,
+                    sidecar=kind,
+                    why=_why(ctx, unknown[0]),
+                )
+            )
+            return result
+        if done(
+            step(
+                "sidecar",
+                True,
+                f"{src_ref} has no sidecar: it sends plaintext without an identity, which every pod behind "
+                f"{dst.label} accepts on this port",
+                sidecar=kind,
+            )
+        ):
+            return result
+        return _server_mode(ctx, src, dst, service_port, port, probe, result)
     if kind not in ("present", "native"):
         done(
             step(
                 "sidecar",
                 False,
                 f"{src_ref} has no sidecar ({kind}): it sends plaintext without an identity",
-                f"kubectl label namespace {src_ns} istio-injection=enabled --overwrite && "
-                f"kubectl delete pod {src_name} -n {src_ns}",
+                inject_src,
                 sidecar=kind,
             )
         )
-        return steps
+        return result
     if src_proxy is None:
         done(step("sidecar", None, f"could not read {src_ref}'s sidecar config", None, why=_why(ctx, src_ref)))
-        return steps
+        return result
     status = ctx.proxy_status.get((src_ns, src_name))
     if status is not None and status.state in ("STALE", "NOT SENT", "ERROR"):
         done(
@@ -144,46 +282,57 @@ def walk(
                 types=status.types,
             )
         )
-        return steps
-    if not dst.pods:
-        done(step("sidecar", False, f"no running pod behind {dst.label}", f"kubectl get endpoints -n {dst.namespace}"))
-        return steps
+        return result
     bare = [p for p in dst.pods if podinfo.sidecar_kind(p) == "absent"]
-    if bare:
-        names = ", ".join("/".join(key_of(p)) for p in bare)
-        done(
-            step(
-                "sidecar",
-                False,
-                f"{len(bare)} pod(s) behind {dst.label} have no sidecar: {names}",
-                f"kubectl mtls check pod {key_of(bare[0])[1]} -n {key_of(bare[0])[0]}",
-                pods=["/".join(key_of(p)) for p in bare],
-            )
-        )
-        return steps
     sync = f"synced ({status.state})" if status is not None else "sync unknown (no proxy-status)"
+    with_sidecar = len(dst.pods) - len(bare)
     if done(
         step(
             "sidecar",
             True,
-            f"{src_ref} has a sidecar, {sync}; {len(dst.pods)} destination pod(s) have sidecars",
+            f"{src_ref} has a sidecar, {sync}; {with_sidecar} of {len(dst.pods)} destination pod(s) have sidecars",
             sync=status.state if status else None,
+            without_sidecar=["/".join(key_of(p)) for p in bare],
         )
     ):
-        return steps
+        return result
 
-    # 2. what SRC's sidecar really sends, and the DestinationRule istiod applies for SRC
+    # 2. what SRC's sidecar really sends to each destination pod, and the DestinationRule istiod applies
     if dst.service is None:
-        done(
+        # A pod IP no Service owns leaves through PassthroughCluster: plaintext, whatever the policies say.
+        for pod in dst.pods:
+            result.sends[key_of(pod)] = "plaintext"
+        result.plaintext(
+            "passthrough to a pod IP: no Service selects the destination",
+            f"call it through a Service (kubectl get svc -n {dst.namespace})",
+        )
+        refused, unknown = _plaintext_refused(ctx, dst, service_port, port, dst.pods)
+        if refused or unknown:
+            ref, tport, enforced, policy = refused[0] if refused else (unknown[0], port, None, "")
+            done(
+                step(
+                    "client-tls",
+                    False if refused else None,
+                    f"no Service selects {dst.label}: calls to its pod IP leave through the passthrough cluster in "
+                    + (
+                        f"plaintext, and {ref} port {tport} {_enforced_text(enforced)} (policy {policy})"
+                        if refused
+                        else f"plaintext; whether {ref} accepts it is not known"
+                    ),
+                    f"call it through a Service (kubectl get svc -n {dst.namespace})",
+                )
+            )
+            return result
+        if done(
             step(
                 "client-tls",
-                False,
-                f"no Service selects {dst.label}: calls to its pod IP leave through the "
-                "passthrough cluster in plaintext",
-                f"call it through a Service (kubectl get svc -n {dst.namespace})",
+                True,
+                f"no Service selects {dst.label}: calls to its pod IP leave through the passthrough cluster in "
+                "plaintext, which it accepts on this port",
             )
-        )
-        return steps
+        ):
+            return result
+        return _server_mode(ctx, src, dst, service_port, port, probe, result)
     svc_ns, svc_name = key_of(dst.service)
     host = _fqdn(svc_ns, svc_name)
     clusters = [c for c in src_proxy.model["clusters"] if c["host"] == host and c["port"] == port]
@@ -199,45 +348,98 @@ def walk(
                 port=port,
             )
         )
-        return steps
+        return result
     for cluster in clusters:
         mode = cluster["tls_mode"]
         dr = cluster["destination_rule"]
-        dr_name = f"{dr['namespace']}/{dr['name']}" if dr and dr.get("name") else None
-        if mode in ("DISABLE", "SIMPLE", "MUTUAL"):
+        dr_name = automtls.destination_rule_of(cluster)
+        dr_fix = (
+            f"kubectl edit destinationrule {dr['name']} -n {dr['namespace']}   # tls.mode: ISTIO_MUTUAL"
+            if dr_name and dr
+            else None
+        )
+        if mode in ("SIMPLE", "MUTUAL"):
             done(
                 step(
                     "client-tls",
                     False,
-                    f"cluster {cluster['name']} sends {mode}" + (f" (DestinationRule {dr_name})" if dr_name else ""),
-                    f"kubectl edit destinationrule {dr['name']} -n {dr['namespace']}   # tls.mode: ISTIO_MUTUAL"
-                    if dr_name and dr
-                    else None,
+                    f"cluster {cluster['name']} sends {mode}" + (f" (DestinationRule {dr_name})" if dr_name else "")
+                    + ": TLS with a certificate that is not the workload's Istio identity",
+                    dr_fix,
                     cluster=cluster["name"],
                     tls_mode=mode,
                     destination_rule=dr_name,
                 )
             )
-            return steps
-        if mode == "AUTO" and cluster["endpoints"] and (cluster["mtls_endpoints"] or 0) < cluster["endpoints"]:
-            plain = cluster["endpoints"] - (cluster["mtls_endpoints"] or 0)
+            return result
+        if mode == "DISABLE":
+            plain_pods = list(dst.pods)
+            reason = automtls.disable_reason(cluster)
+            failure = f"cluster {cluster['name']} sends DISABLE" + (f" (DestinationRule {dr_name})" if dr_name else "")
+            fix = dr_fix
+        elif mode == "AUTO":
+            plain_pods = _auto_plaintext_pods(ctx, cluster, dst, service_port, port)
+            if not plain_pods:
+                for pod in dst.pods:
+                    result.sends.setdefault(key_of(pod), "mtls")
+                continue
+            total, istio = cluster["endpoints"], cluster["mtls_endpoints"]
+            plain = total - (istio or 0) if total is not None else None
+            whys = [_plaintext_why(ctx, p, service_port, port) for p in plain_pods]
+            reason = automtls.auto_reason(plain, total, [w for w, _ in whys])
+            failure = (
+                f"auto mTLS: {plain} of {total} endpoints of {host} lack tlsMode: istio, so SRC sends them plaintext"
+                if plain is not None
+                else f"auto mTLS: endpoints of {host} lack tlsMode: istio, so SRC sends them plaintext"
+            )
+            fix = next((f for _, f in whys if f), None) or f"kubectl mtls check namespace {dst.namespace}"
+        else:  # ISTIO_MUTUAL
+            for pod in dst.pods:
+                result.sends.setdefault(key_of(pod), "mtls")
+            continue
+        for pod in plain_pods:
+            result.sends[key_of(pod)] = "plaintext"
+        result.plaintext(reason, fix)
+        refused, unknown = _plaintext_refused(ctx, dst, service_port, port, plain_pods)
+        if refused:
+            ref, tport, enforced, policy = refused[0]
             done(
                 step(
                     "client-tls",
                     False,
-                    f"auto mTLS: {plain} of {cluster['endpoints']} endpoints of {host} lack "
-                    "tlsMode: istio, so SRC sends them plaintext",
-                    f"kubectl mtls check namespace {dst.namespace}",
+                    f"{failure}, but {ref} port {tport} {_enforced_text(enforced)} (policy {policy}): "
+                    "it refuses plaintext",
+                    fix,
                     cluster=cluster["name"],
                     tls_mode=mode,
+                    destination_rule=dr_name,
+                    refused_by=[r[0] for r in refused],
                 )
             )
-            return steps
+            return result
+        if unknown:
+            done(
+                step(
+                    "client-tls",
+                    None,
+                    f"{failure}; whether {', '.join(unknown)} accept plaintext is not known "
+                    "(inbound listeners not read)",
+                    None,
+                    cluster=cluster["name"],
+                    tls_mode=mode,
+                    why=_why(ctx, unknown[0]),
+                )
+            )
+            return result
+        for pod in dst.pods:
+            result.sends.setdefault(key_of(pod), "mtls")
     selected = destinationrule.select(
         ctx.objects("destinationrules"), host, src_ns, svc_ns, ctx.mesh.root_namespace, client_labels=labels_of(src)
     )
     if selected is not None:
-        bad = [(m, w) for m, w in destinationrule.tls_modes(selected, port) if m != "ISTIO_MUTUAL"]
+        # A DestinationRule istiod selects for SRC whose mode the sidecar does not show: it has not applied it.
+        applied = {c["tls_mode"] for c in clusters}
+        bad = [(m, w) for m, w in destinationrule.tls_modes(selected, port) if m != "ISTIO_MUTUAL" and m not in applied]
         if bad:
             mode, where = bad[0]
             owner = where.split(":", 1)[0]
@@ -252,86 +454,135 @@ def walk(
                     mode=mode,
                 )
             )
-            return steps
+            return result
     cluster = clusters[0]
+    result.cluster = cluster
+    modes = ", ".join(sorted({c["tls_mode"] for c in clusters}))
+    if result.reasons:
+        plain = sum(1 for v in result.sends.values() if v == "plaintext")
+        detail = f"{cluster['name']}: {modes}; plaintext to {plain} of {len(dst.pods)} pod(s), which accept it"
+    else:
+        detail = f"{cluster['name']}: {cluster['tls_mode']} (Istio mTLS)"
     if done(
         step(
             "client-tls",
             True,
-            f"{cluster['name']}: {cluster['tls_mode']} (Istio mTLS)",
+            detail,
             cluster=cluster["name"],
             tls_mode=cluster["tls_mode"],
             destination_rule=selected.rules[0]["metadata"]["name"] if selected else None,
         )
     ):
-        return steps
+        return result
 
     # 3. identity: the server's SPIFFE ID is one SRC accepts, and the server's cert carries its own SA
-    expected = cluster["expected_sans"]
-    for pod in dst.pods:
-        proxy = ctx.proxy(pod)
-        ref = "/".join(key_of(pod))
-        if proxy is None:
-            done(step("identity", None, f"could not read {ref}'s sidecar config", why=_why(ctx, ref)))
-            return steps
-        identity = proxy.model["identity"]
-        sa = proxy.model["service_account"]
-        own = f"spiffe://{ctx.mesh.trust_domain}/ns/{key_of(pod)[0]}/sa/{sa}"
-        if identity != own:
-            done(
-                step(
-                    "identity",
-                    False,
-                    f"{ref}'s certificate says {identity}, not its own {own}",
-                    restart_command(proxy),
-                    identity=identity,
-                    expected=own,
+    # Pods that refuse TLS outright are left to the server-mode step, which names that cause.
+    mtls_pods = [
+        p
+        for p in dst.pods
+        if result.sends.get(key_of(p)) == "mtls"
+        and podinfo.has_envoy(p)
+        and automtls.accepts(_server(ctx, p, service_port, port)[1], "mtls") is not False
+    ]
+    if mtls_pods:
+        expected = cluster["expected_sans"]
+        for pod in mtls_pods:
+            proxy = ctx.proxy(pod)
+            ref = "/".join(key_of(pod))
+            if proxy is None:
+                done(step("identity", None, f"could not read {ref}'s sidecar config", why=_why(ctx, ref)))
+                return result
+            identity = proxy.model["identity"]
+            sa = proxy.model["service_account"]
+            own = f"spiffe://{ctx.mesh.trust_domain}/ns/{key_of(pod)[0]}/sa/{sa}"
+            if identity != own:
+                done(
+                    step(
+                        "identity",
+                        False,
+                        f"{ref}'s certificate says {identity}, not its own {own}",
+                        restart_command(proxy),
+                        identity=identity,
+                        expected=own,
+                    )
                 )
-            )
-            return steps
-        if expected and not _matches_san(expected, identity):
-            done(
-                step(
-                    "identity",
-                    False,
-                    f"{src_ref} accepts only {', '.join(expected)} but {ref} presents {identity} (SAN mismatch)",
-                    f"check the DestinationRule's subjectAltNames and the service accounts of {dst.label}'s pods",
-                    expected_sans=expected,
-                    identity=identity,
+                return result
+            if expected and not _matches_san(expected, identity):
+                done(
+                    step(
+                        "identity",
+                        False,
+                        f"{src_ref} accepts only {', '.join(expected)} but {ref} presents {identity} (SAN mismatch)",
+                        f"check the DestinationRule's subjectAltNames and the service accounts of {dst.label}'s pods",
+                        expected_sans=expected,
+                        identity=identity,
+                    )
                 )
-            )
-            return steps
-    identities = sorted({proxy.model["identity"] or "" for p in dst.pods if (proxy := ctx.proxy(p)) is not None})
-    if done(step("identity", True, "server identity accepted: " + ", ".join(identities), expected_sans=expected)):
-        return steps
+                return result
+        identities = sorted({proxy.model["identity"] or "" for p in mtls_pods if (proxy := ctx.proxy(p)) is not None})
+        if done(step("identity", True, "server identity accepted: " + ", ".join(identities), expected_sans=expected)):
+            return result
+    return _server_mode(ctx, src, dst, service_port, port, probe, result)
 
-    # 4. what the server enforces on that port accepts mTLS
-    for pod in dst.pods:
-        proxy = ctx.proxy(pod)
-        assert proxy is not None
-        ref = "/".join(key_of(pod))
+
+def _auto_plaintext_pods(
+    ctx: Context, cluster: dict[str, Any], dst: Destination, service_port: dict[str, Any] | None, port: int
+) -> list[dict[str, Any]]:
+    """The destination pods an auto mTLS cluster sends plaintext. The cluster's EDS counts are what the
+    sidecar holds; which pods they are follows istiod's labelling rule."""
+    total, istio = cluster["endpoints"], cluster["mtls_endpoints"]
+    if total is not None and istio is not None and istio >= total:
+        return []
+
+    def labelled(pod: dict[str, Any]) -> bool:
         tport = target_port(service_port, pod) if service_port else port
-        entry = next((e for e in proxy.model["inbound"] if e["port"] == tport), None) or next(
-            (e for e in proxy.model["inbound"] if e["port"] is None), None
+        return automtls.endpoint_labelled_istio(
+            podinfo.has_envoy(pod), labels_of(pod), ctx.effective(pod).mode_for(tport)
         )
-        policy = ctx.effective(pod).mode_for(tport)
-        enforced = entry["mode"] if entry else None
-        if enforced == "DISABLE" or policy == "DISABLE":
-            done(
+
+    if total is not None and istio == 0:
+        return list(dst.pods)
+    predicted = [p for p in dst.pods if not labelled(p)]
+    if total is not None and not predicted:
+        return list(dst.pods)  # the dump says some endpoints get plaintext; we cannot tell which
+    return predicted
+
+
+def _server_mode(
+    ctx: Context,
+    src: dict[str, Any],
+    dst: Destination,
+    service_port: dict[str, Any] | None,
+    port: int,
+    probe: Any,
+    result: Walk,
+) -> Walk:
+    # 4. what each destination pod enforces on the port takes what SRC sends it
+    steps = result.steps
+    modes: dict[str, Any] = {}
+    for pod in dst.pods:
+        ref = "/".join(key_of(pod))
+        sends = result.sends.get(key_of(pod), "mtls")
+        tport, enforced, policy = _server(ctx, pod, service_port, port)
+        modes[ref] = policy
+        ok = automtls.accepts(enforced, sends)
+        if ok is False and sends == "mtls":
+            steps.append(
                 step(
                     "server-mode",
                     False,
-                    f"{ref} port {tport}: sidecar enforces {enforced}, policy says {policy}: it does not accept mTLS",
+                    f"{ref} port {tport}: {_enforced_text(enforced)}, policy says {policy}: it does not accept mTLS "
+                    "(it takes only plaintext, so every TLS connection SRC opens is closed)",
                     "kubectl mtls check pod " + f"{key_of(pod)[1]} -n {key_of(pod)[0]}",
                     port=tport,
                     enforced=enforced,
                     policy=policy,
                 )
             )
-            return steps
-        if enforced is None:
+            return result
+        if ok is None:
             # No inbound chain for the port and no catch-all: we did not see what the sidecar enforces.
-            done(
+            steps.append(
                 step(
                     "server-mode",
                     None,
@@ -342,22 +593,20 @@ def walk(
                     policy=policy,
                 )
             )
-            return steps
-    if done(
-        step(
-            "server-mode",
-            True,
-            "destination accepts mTLS on the port",
-            modes={
-                "/".join(key_of(p)): ctx.effective(p).mode_for(target_port(service_port, p) if service_port else port)
-                for p in dst.pods
-            },
-        )
-    ):
-        return steps
+            return result
+    takes = "mTLS" if result.mtls else "what SRC sends (mTLS or plaintext)" if result.mtls is None else "plaintext"
+    steps.append(step("server-mode", True, f"destination accepts {takes} on the port", modes=modes))
+    if result.mtls is False and not any(v == "mtls" for v in result.sends.values()):
+        return _authorize(ctx, src, dst, service_port, port, probe, result)
 
-    # 5. trust both ways, and dates
+    # 5. trust both ways, and dates (only where the call is mTLS)
+    src_ns, src_name = key_of(src)
+    src_ref = f"{src_ns}/{src_name}"
+    src_proxy = ctx.proxy(src)
+    assert src_proxy is not None
     for pod in dst.pods:
+        if result.sends.get(key_of(pod)) != "mtls":
+            continue
         proxy = ctx.proxy(pod)
         assert proxy is not None
         ref = "/".join(key_of(pod))
@@ -369,7 +618,7 @@ def walk(
                     problem = f"is not valid before {cert['not_before']} (clock skew)"
                 else:
                     continue
-                done(
+                steps.append(
                     step(
                         "trust",
                         False,
@@ -379,14 +628,14 @@ def walk(
                         not_after=cert["not_after"],
                     )
                 )
-                return steps
+                return result
         for chain_of, roots_of, a, b in ((src_proxy, proxy, src_ref, ref), (proxy, src_proxy, ref, src_ref)):
             ok, why = verify_chain([c.cert for c in chain_of.chain], [r.cert for r in roots_of.roots], ctx.now)
             if ok is None:
-                done(step("trust", None, f"cannot tell whether {b} trusts {a}'s certificate: {why}"))
-                return steps
+                steps.append(step("trust", None, f"cannot tell whether {b} trusts {a}'s certificate: {why}"))
+                return result
             if not ok:
-                done(
+                steps.append(
                     step(
                         "trust",
                         False,
@@ -395,19 +644,38 @@ def walk(
                         roots_of_verifier=roots_of.root_fingerprints(),
                     )
                 )
-                return steps
-    if done(step("trust", True, "each side's chain verifies to the other's roots; certificates in date")):
-        return steps
+                return result
+    steps.append(step("trust", True, "each side's chain verifies to the other's roots; certificates in date"))
+    return _authorize(ctx, src, dst, service_port, port, probe, result)
 
-    # 6. authorization at the destination, for SRC's identity, this port and (--request) this request
-    identity = (src_proxy.model["identity"] or "").removeprefix("spiffe://") or None
-    sni = cluster.get("sni")
-    if done(authz_step(ctx, src, identity, dst.pods, service_port, port, _protocol(service_port), sni, request)):
-        return steps
+
+def _authorize(
+    ctx: Context,
+    src: dict[str, Any],
+    dst: Destination,
+    service_port: dict[str, Any] | None,
+    port: int,
+    probe: Any,
+    result: Walk,
+) -> Walk:
+    # 6. authorization at the destination, for SRC's identity (none over plaintext), this port and
+    # (--request) this request
+    src_proxy = ctx.proxy(src)
+    enforcing = [p for p in dst.pods if podinfo.sidecar_kind(p) != "absent"]  # no sidecar: nothing enforces
+    if not enforcing:
+        result.steps.append(step("authz", True, "no destination pod has a sidecar: no AuthorizationPolicy is enforced"))
+    else:
+        own = ((src_proxy.model["identity"] if src_proxy else None) or "").removeprefix("spiffe://") or None
+        identity = own if any(result.sends.get(key_of(p)) == "mtls" for p in enforcing) else None
+        sni = result.cluster.get("sni") if result.cluster else None
+        protocol = _protocol(service_port)
+        item = authz_step(ctx, src, identity, enforcing, service_port, port, protocol, sni, result.request)
+        result.steps.append(item)
+        if item["ok"] is not True:
+            return result
     if probe is not None:
-        steps.append(probe(src, dst, port))
-    return steps
-
+        result.steps.append(probe(src, dst, port))
+    return result
 
 def _why(ctx: Context, ref: str) -> str:
     return "; ".join(i["why"] for i in ctx.incomplete if i["what"] == f"pod {ref}") or "unknown"
@@ -506,16 +774,32 @@ def run_pair(args: argparse.Namespace) -> int:
         probe = Prober(source, ctx)
     walks: list[dict[str, Any]] = []
     for service_port, port in _ports(dst, args.port):
-        steps = walk(ctx, src, dst, service_port, port, probe, request)
-        verdict, first, hint = _verdict(steps)
-        walks.append({"port": port, "verdict": verdict, "steps": steps, "first_failure": first, "hint": hint})
+        walked = walk(ctx, src, dst, service_port, port, probe, request)
+        verdict, first, hint = _verdict(walked.steps)
+        mtls = walked.mtls
+        reason = "; ".join(walked.reasons) or None
+        if verdict == "ok" and mtls is False and args.require_mtls:
+            verdict, first, hint = "fail", "require-mtls", "; ".join(walked.fixes) or None
+        walks.append(
+            {
+                "port": port,
+                "verdict": verdict,
+                "mtls": mtls,
+                "plaintext_reason": reason if mtls is False else None,
+                "steps": walked.steps,
+                "first_failure": first,
+                "hint": hint,
+            }
+        )
     order = {"fail": 0, "unknown": 1, "depends": 2, "ok": 3}
-    worst = min(walks, key=lambda w: order[w["verdict"]])
+    worst = min(walks, key=lambda w: (order[w["verdict"]], w["mtls"] is not False))
     data: dict[str, Any] = {
         "verdict": worst["verdict"],
+        "mtls": worst["mtls"],
+        "plaintext_reason": worst["plaintext_reason"],
         "source": f"{src_ns}/{src_name}",
         "destination": dst.label,
-        "port": worst["port"] if len(walks) == 1 or worst["verdict"] != "ok" else None,
+        "port": worst["port"] if len(walks) == 1 or worst["verdict"] != "ok" or worst["mtls"] is False else None,
         "steps": worst["steps"],
         "first_failure": worst["first_failure"],
         "hint": worst["hint"],
@@ -543,6 +827,7 @@ def table(data: dict[str, Any], style: Style) -> str:
     for walk_ in data["ports"]:
         lines.append("")
         lines.append(style.bold(f"port {walk_['port']}"))
+        walked = [item["step"] for item in walk_["steps"]]
         for index, item in enumerate(walk_["steps"], 1):
             number = STEPS.index(item["step"]) + 1 if item["step"] in STEPS else index
             lines.append(f"  {number}. {item['step']:<12} {marks[item['ok']]} {item['detail']}")
@@ -552,16 +837,29 @@ def table(data: dict[str, Any], style: Style) -> str:
                 lines += [f"     denied when:  {c}" for c in evidence.get("denied_when") or []]
             if item["ok"] is not True and item["hint"]:
                 lines.append(f"     fix: {item['hint']}")
-        skipped = [s for s in STEPS[len(walk_["steps"]) :] if s != "probe"]
-        if walk_["verdict"] != "ok" and skipped:
+        last = max((STEPS.index(s) for s in walked if s in STEPS), default=-1)
+        unused = [s for s in STEPS[:last] if s not in walked]
+        if unused:
+            lines.append(f"     ({', '.join(unused)}: not part of a plaintext call)")
+        skipped = [s for s in STEPS[last + 1 :] if s != "probe"]
+        if walk_["verdict"] != "ok" and walk_["first_failure"] != "require-mtls" and skipped:
             lines.append(f"     (not checked after the first broken link: {', '.join(skipped)})")
+        if walk_["mtls"] is False:
+            lines.append(style.warn(f"  ‼ plaintext, not mTLS: {walk_['plaintext_reason']}"))
+            if walk_["first_failure"] == "require-mtls" and walk_["hint"]:
+                lines.append(f"     fix: {walk_['hint']}")
     for entry in data["incomplete"]:
         lines.append(style.warn(f"incomplete: {entry['what']}: {entry['why']}"))
-    verdict = {
-        "ok": style.ok("OK: this call works"),
-        "fail": style.error(f"FAIL at {data['first_failure']}"),
-        "unknown": style.warn(f"UNKNOWN at {data['first_failure']}: data missing"),
-        "depends": style.warn(f"DEPENDS at {data['first_failure']}: on the request (see the conditions above)"),
-    }[data["verdict"]]
+    if data["verdict"] == "ok" and data["mtls"] is False:
+        verdict = style.warn("OK: this call works, in plaintext (no mTLS)")
+    elif data["first_failure"] == "require-mtls":
+        verdict = style.error("FAIL: the call works only in plaintext, and --require-mtls was given")
+    else:
+        verdict = {
+            "ok": style.ok("OK: this call works (mTLS)"),
+            "fail": style.error(f"FAIL at {data['first_failure']}"),
+            "unknown": style.warn(f"UNKNOWN at {data['first_failure']}: data missing"),
+            "depends": style.warn(f"DEPENDS at {data['first_failure']}: on the request (see the conditions above)"),
+        }[data["verdict"]]
     lines += ["", f"verdict: {verdict}"]
     return "\n".join(lines) + "\n"

@@ -407,6 +407,10 @@ def broken_world(mesh: Mesh, now: dt.datetime | None = None) -> CheckWorld:
     team = sidecar(
         "team", "tools-5d6e7f8a9-jjjjj", "tools", cert("tools", ns="team"), [current], inbound_mode="PERMISSIVE"
     )
+    # DISABLE by its workload policy, yet a DestinationRule sends it ISTIO_MUTUAL: tls-to-plaintext-server
+    plainsrv = sidecar(
+        "app", "plainsrv-2d3e4f5a6-qqqqq", "plainsrv", cert("plainsrv"), [current], inbound_mode="DISABLE"
+    )
 
     def p(ns: str, name: str, app: str, sa: str, **kw: Any) -> dict[str, Any]:
         return pod_object(ns, name, app, sa, owner=("ReplicaSet", name.rsplit("-", 1)[0]), **kw)
@@ -422,6 +426,7 @@ def broken_world(mesh: Mesh, now: dt.datetime | None = None) -> CheckWorld:
         ("app", untrusted, "untrusted"),
         ("app", drift, "drift"),
         ("team", team, "tools"),
+        ("app", plainsrv, "plainsrv"),
     ):
         _serve(w, ns, p(ns, sc.spec.pod, app, sc.spec.service_account), sc)
     # Pods that reuse an Envoy: the probe pod (web's identity) and two unsynced pods.
@@ -454,6 +459,7 @@ def broken_world(mesh: Mesh, now: dt.datetime | None = None) -> CheckWorld:
                 "future",
                 "untrusted",
                 "drift",
+                "plainsrv",
             )
         ),
         _sa("team", "tools"),
@@ -463,6 +469,9 @@ def broken_world(mesh: Mesh, now: dt.datetime | None = None) -> CheckWorld:
         _pa("team", "default", "PERMISSIVE", "2026-02-01T00:00:00Z", ports={9090: "DISABLE"}),  # overridden+conflict
         _pa("app", "ghost", "STRICT", "2026-02-01T00:00:00Z", match={"app": "ghost"}),  # selects no pod
         _dr("app", "web-plain", "web", "DISABLE"),  # destinationrule-tls-conflict
+        _svc("app", "plainsrv", "plainsrv"),
+        _pa("app", "plainsrv", "DISABLE", "2026-02-01T00:00:00Z", match={"app": "plainsrv"}),
+        _dr("app", "plainsrv-mtls", "plainsrv", "ISTIO_MUTUAL"),  # tls-to-plaintext-server
         _ap(
             "team",
             "tools-by-identity",
