@@ -116,6 +116,9 @@ def unknown_command(prog: str, word: str) -> NoReturn:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from .streams import guard_stdout
+
+    guard_stdout()  # stdout closed, full or a closed pipe: the exit code still tells what was found
     args_list = list(sys.argv[1:] if argv is None else argv)
     if args_list[:1] == ["__complete"]:  # shell completion (see completion.py); never parsed as a command
         from .completion import main as complete

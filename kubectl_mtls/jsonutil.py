@@ -19,4 +19,11 @@ def loads(data: bytes | str, what: str) -> Any:
 
 def dumps(value: Any, indent: bool = True) -> bytes:
     option = orjson.OPT_INDENT_2 if indent else 0
-    return orjson.dumps(value, option=option | orjson.OPT_NON_STR_KEYS)
+    try:
+        return orjson.dumps(value, option=option | orjson.OPT_NON_STR_KEYS)
+    except orjson.JSONEncodeError:
+        # What orjson refuses and JSON allows (what a --query builds): integers beyond 64 bits, lone
+        # surrogates (written as \u escapes), nesting deeper than 255.
+        import json
+
+        return json.dumps(value, indent=2 if indent else None, ensure_ascii=True).encode()

@@ -23,6 +23,10 @@ def apply_query(data: Any, expression: str | None) -> Any:
         return jmespath.search(expression, data)
     except JMESPathError as exc:
         raise UsageError(f"--query {expression!r}: {query_error(exc)}") from None
+    except RecursionError:  # `((((...))))` thousands deep: the parser recurses per level
+        raise UsageError(f"--query {expression[:80]!r}...: nested too deeply") from None
+    except (ValueError, TypeError, OverflowError) as exc:  # `items[::0]`, a 5,000-digit literal
+        raise UsageError(f"--query {expression!r}: cannot be evaluated: {str(exc).splitlines()[0]}") from None
 
 
 def query_error(exc: Exception) -> str:
@@ -67,26 +71,45 @@ def emit(
     stream = out or sys.stdout
     if query:
         data = apply_query(data, query)
-        if output in ("table", "wide"):
-            if data is None or data == []:
-                # stdout stays empty for scripts; a person is told why there is nothing (JSON: null / []).
-                sys.stderr.write(f"--query {query!r} selected nothing\n")
-                return
-            # A query picks values: print scalars bare, a list of scalars one per line, else JSON.
-            if isinstance(data, list) and all(not isinstance(v, (dict, list)) for v in data):
-                text = "\n".join(_plain(v) for v in data)
-            else:
-                text = _plain(data)
-            stream.write(text + ("\n" if text else ""))
+        try:  # what a query builds may not print: beyond JSON's nesting, a lone surrogate, a huge number
+            _emit(data, output, query, table, stream)
+        except (TypeError, ValueError, RecursionError) as exc:
+            message = "nested too deeply" if isinstance(exc, RecursionError) else str(exc).splitlines()[0]
+            raise UsageError(f"--query {query[:200]!r}: the result cannot be printed: {message}") from None
+        return
+    _emit(data, output, query, table, stream)
+
+
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _write(stream: Any, text: str) -> None:
+    if _LONE_SURROGATE.search(text):  # from a --query literal: shown escaped, never an encoding crash
+        text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    stream.write(text)
+
+
+def _emit(data: Any, output: str, query: str | None, table: Callable[[Any, bool], str], stream: Any) -> None:
+    if query and output in ("table", "wide"):
+        if data is None or data == []:
+            # stdout stays empty for scripts; a person is told why there is nothing (JSON: null / []).
+            sys.stderr.write(f"--query {query!r} selected nothing\n")
             return
+        # A query picks values: print scalars bare, a list of scalars one per line, else JSON.
+        if isinstance(data, list) and all(not isinstance(v, (dict, list)) for v in data):
+            text = "\n".join(_plain(v) for v in data)
+        else:
+            text = _plain(data)
+        _write(stream, text + ("\n" if text else ""))
+        return
     if output == "json":
         from . import jsonutil  # orjson: imported when JSON is printed, not for `version`
 
-        stream.write(jsonutil.dumps(data).decode() + "\n")
+        _write(stream, jsonutil.dumps(data).decode() + "\n")
     elif output == "yaml":
-        stream.write(to_yaml(data))
+        _write(stream, to_yaml(data))
     else:
-        stream.write(table(data, output == "wide"))
+        _write(stream, table(data, output == "wide"))
 
 
 _ANSI = re.compile(r"\033\[[0-9;]*m")

@@ -153,6 +153,10 @@ def _callers(
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.prometheus:  # a URL that cannot work is a usage error before anything is read
+        from ..sources.prometheus import check_url
+
+        check_url(args.prometheus)
     source = open_source(args)
     scope = Scope(None) if args.all_namespaces else Scope(namespace_of(args, source))
     scope.selector = args.selector

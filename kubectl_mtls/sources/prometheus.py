@@ -37,11 +37,30 @@ GROUP_LABELS = (
 _DURATION = re.compile(r"(?:\d+y)?(?:\d+w)?(?:\d+d)?(?:\d+h)?(?:\d+m)?(?:\d+s)?(?:\d+ms)?")
 
 
+def check_url(url: str) -> urllib.parse.SplitResult:
+    """`url` as a Prometheus base URL, or a UsageError saying what is wrong with it."""
+    expected = "expected http://HOST:PORT or https://HOST[:PORT][/PATH]"
+    text = url.strip()
+    url = re.sub(r"(//[^/@:]*):[^/]*@", r"\1:***@", url)[:200]  # as shown in errors: never the password
+    if any(ord(c) < 0x20 or c == "\x7f" for c in text) or " " in text:
+        raise UsageError(f"Prometheus URL {url!r}: control characters or spaces; {expected}")
+    try:
+        parts = urllib.parse.urlsplit(text)
+        parts.port  # noqa: B018 - raises ValueError for a port that is out of range or not a number
+    except ValueError as exc:
+        raise UsageError(f"Prometheus URL {url!r}: {exc}; {expected}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise UsageError(f"Prometheus URL {url!r}: {expected}")
+    try:
+        parts.hostname.encode("idna")
+    except UnicodeError:
+        raise UsageError(f"Prometheus URL {url!r}: {parts.hostname[:60]!r} is not a valid host name") from None
+    return parts
+
+
 class PrometheusSource:
     def __init__(self, url: str, timeout: float = DEFAULT_TIMEOUT) -> None:
-        parts = urllib.parse.urlsplit(url.strip())
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise UsageError(f"Prometheus URL {url!r}: expected http://HOST:PORT or https://HOST[:PORT][/PATH]")
+        parts = check_url(url)
         self._auth: str | None = None
         netloc = parts.netloc
         if "@" in netloc:  # http://user:pass@host: send Basic auth, never show the password
