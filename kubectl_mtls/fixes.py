@@ -12,15 +12,17 @@ def restart_command(proxy: Proxy) -> str:
     """Restart through the pod's owner when known (keeps replicas), else delete the pod."""
     pod = proxy.pod or {}
     meta = pod.get("metadata") or {}
-    ns, name = proxy.model["namespace"], proxy.model["pod"]
+    name = proxy.model["pod"]
+    # a command spanning clusters says which one
+    where = f"-n {proxy.model['namespace']}" + (f" --context {proxy.context}" if proxy.context else "")
     for owner in meta.get("ownerReferences") or []:
         kind, owner_name = owner.get("kind"), str(owner.get("name") or "")
         template_hash = (meta.get("labels") or {}).get("pod-template-hash")
         if kind == "ReplicaSet" and template_hash and owner_name.endswith(f"-{template_hash}"):
-            return f"kubectl rollout restart deployment/{owner_name.removesuffix('-' + template_hash)} -n {ns}"
+            return f"kubectl rollout restart deployment/{owner_name.removesuffix('-' + template_hash)} {where}"
         if kind in ("StatefulSet", "DaemonSet"):
-            return f"kubectl rollout restart {kind.lower()}/{owner_name} -n {ns}"
-    return f"kubectl delete pod {name} -n {ns}"
+            return f"kubectl rollout restart {kind.lower()}/{owner_name} {where}"
+    return f"kubectl delete pod {name} {where}"
 
 
 def _newest_root(*proxies: Proxy) -> str | None:

@@ -59,6 +59,8 @@ class Proxy:
     unknown: dict[str, str] = field(default_factory=dict, repr=False)
     # model["incomplete"] by aspect (the three above, or "other"): commands show only what they need.
     notes: list[tuple[str, str]] = field(default_factory=list, repr=False)
+    # The kubeconfig context the pod was read from when a command spans clusters (fixes name it).
+    context: str | None = field(default=None, repr=False)
 
     def knows(self, aspect: str) -> bool:
         return aspect not in self.unknown

@@ -10,7 +10,8 @@ from ..errors import EXIT_GATHER, EXIT_OK, EXIT_PROBLEM
 from ..model import Proxy
 from ..normalize.certs import verify_chain
 from ..render import Style, columns, emit
-from .common import now, open_source, pod_ref
+from . import contexts
+from .common import now
 from .gather import load_proxy
 
 
@@ -24,17 +25,20 @@ def register(sub: Any, output: argparse.ArgumentParser, source: argparse.Argumen
         "Exits 0 when the roots match and both directions verify, 1 otherwise.",
         epilog="examples:\n"
         "  kubectl mtls rootdiff productpage-v1-6b746f74dc-9stvs reviews-v2-7bf8c9648f-7h5nq -n bookinfo\n"
-        "  kubectl mtls rootdiff bookinfo/productpage-v1-6b746f74dc-9stvs ratings-v1-5f9699cfdf-zzs7r.prod",
+        "  kubectl mtls rootdiff bookinfo/productpage-v1-6b746f74dc-9stvs ratings-v1-5f9699cfdf-zzs7r.prod\n"
+        "  kubectl mtls rootdiff east:shop/frontend-6c9f7d8b4-k2x7p west:shop/orders-7f5b9c6d8-wq4zn",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("src", help="client pod: POD, NAMESPACE/POD or POD.NAMESPACE")
+    parser.add_argument("src", help="client pod: POD, NAMESPACE/POD, POD.NAMESPACE or CONTEXT:NAMESPACE/POD")
     parser.add_argument("dst", help="server pod, same forms")
+    contexts.add_flags(parser)
     parser.set_defaults(handler=run)
 
 
 def _side(proxy: Proxy) -> dict[str, Any]:
     m = proxy.model
     return {
+        "context": proxy.context,
         "pod": m["pod"],
         "namespace": m["namespace"],
         "sidecar": m["sidecar"],
@@ -77,11 +81,32 @@ def compare(src: Proxy, dst: Proxy, moment: Any) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    source = open_source(args)
     moment = now()
-    src = load_proxy(source, *pod_ref(args, source, args.src), moment)
-    dst = load_proxy(source, *pod_ref(args, source, args.dst), moment)
+    src_side, dst_side, across = contexts.sides(args, args.src, args.dst)
+    src = load_proxy(src_side.source, src_side.namespace, src_side.pod, moment)
+    dst = load_proxy(dst_side.source, dst_side.namespace, dst_side.pod, moment)
+    if across:
+        src.context = src_side.context or contexts.current(src_side.source)
+        dst.context = dst_side.context or contexts.current(dst_side.source)
     result = compare(src, dst, moment)
+    if across:
+        if result["only_in_source"] or result["only_in_destination"]:
+            # a pod restart helps only if that cluster's CA already has the root: the clusters' CAs decide
+            check_cas = f"kubectl mtls trust --context {src.context} --context {dst.context}"
+            result["fix"] = (
+                f"{result['fix']}; if the pod comes back with the same roots: {check_cas}"
+                if result["fix"]
+                else check_cas
+            )
+        result["trust_domains"] = contexts.trust_domains(args, src_side, dst_side, src, dst)
+        accepted = result["trust_domains"]
+        refused = [
+            k for k in ("source_accepted_by_destination", "destination_accepted_by_source") if accepted[k] is False
+        ]
+        if refused:
+            result["match"] = False
+            result["verdict"] = accepted["reason"]
+            result["fix"] = accepted["fix"] if not result["fix"] else f"{result['fix']}; {accepted['fix']}"
     style = Style.detect(args.no_color)
     emit(result, args.output, args.query, lambda d, wide: table(d, wide, style))
     if result["verdict"].startswith("unknown:"):
@@ -92,6 +117,8 @@ def run(args: argparse.Namespace) -> int:
 def table(data: dict[str, Any], wide: bool, style: Style) -> str:
     src, dst = data["source"], data["destination"]
     s_name, d_name = f"{src['namespace']}/{src['pod']}", f"{dst['namespace']}/{dst['pod']}"
+    if src.get("context") or dst.get("context"):
+        s_name, d_name = f"{src['context']}:{s_name}", f"{dst['context']}:{d_name}"
     lines = [
         f"SOURCE        {s_name}   {src['identity'] or '(no identity)'}",
         f"DESTINATION   {d_name}   {dst['identity'] or '(no identity)'}",
