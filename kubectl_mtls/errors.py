@@ -33,6 +33,10 @@ class NotFoundError(InputError):
     """A named object (pod, snapshot entry) does not exist."""
 
 
+class MissingFileError(InputError):
+    """A file named on the command line (--kubeconfig) does not exist."""
+
+
 class GatherError(MtlsError):
     """The cluster, the API or istioctl could not be reached or refused us."""
 
@@ -41,6 +45,18 @@ class GatherError(MtlsError):
 
 class NotCapturedError(GatherError):
     """The source never held this data (a snapshot without that file): not read, so not judged."""
+
+
+# How to point at a cluster, as kubectl users know it: appended to every "no cluster" error.
+POINT_AT_A_CLUSTER = "point at a cluster with --kubeconfig FILE, KUBECONFIG=FILE or --context NAME"
+
+
+class NoClusterError(GatherError):
+    """No cluster at all: no kubeconfig, or its API server cannot be reached. Nothing can be read, so
+    every command stops with this one line instead of reporting each kind as unreadable."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message if POINT_AT_A_CLUSTER in message else f"{message}; {POINT_AT_A_CLUSTER}")
 
 
 def one_line(text: str, limit: int = 600) -> str:

@@ -1,28 +1,133 @@
-"""Turn findings into one-line verdicts and the command that fixes them."""
+"""The fix for a finding, as a command a person can paste, computed in one place for every command.
+
+Below the checks and the commands (both import it; it imports neither). A fix is correct for the object
+it names: a workload is restarted through its owner (Deployment through the ReplicaSet's
+pod-template-hash, StatefulSet, DaemonSet); a Job's pod or a finished pod is never deleted (the advice
+says what to do instead); a namespace is labelled for injection only in a way that keeps what its
+labels already say (with `istio.io/rev`, setting `istio-injection` would override the revision).
+"""
 
 from __future__ import annotations
 
+import itertools
+import re
 from typing import Any
 
 from .model import Proxy
 from .normalize.certs import verify_chain
 
+FINISHED = ("Succeeded", "Failed")
+_CRONJOB_RUN = re.compile(r"^(?P<cronjob>.+)-\d{8,}$")  # a CronJob names its Jobs NAME-<minutes since 1970>
+
+
+def _meta(obj: dict[str, Any] | None) -> dict[str, Any]:
+    value = (obj or {}).get("metadata")
+    return value if isinstance(value, dict) else {}
+
+
+def is_command(fix: str | None) -> bool:
+    """A fix that can be pasted as it is (the others are advice in words)."""
+    return bool(fix) and str(fix).startswith(("kubectl ", "istioctl "))
+
+
+def then(*steps: str | None) -> str | None:
+    """Steps in order: commands joined with `&&` (paste once), advice with `; then`."""
+    present = [s for s in steps if s]
+    if not present:
+        return None
+    out = present[0]
+    for previous, step in itertools.pairwise(present):
+        out += (" && " if is_command(previous) and is_command(step) else "; then ") + step
+    return out
+
+
+def owner_of(pod: dict[str, Any]) -> tuple[str, str] | None:
+    """(kind, name) of what re-creates the pod: Deployment (through its ReplicaSet), StatefulSet,
+    DaemonSet, Job, or another controller (ReplicaSet, a custom kind); None for a bare pod."""
+    meta = _meta(pod)
+    template_hash = (meta.get("labels") or {}).get("pod-template-hash")
+    owners = [o for o in meta.get("ownerReferences") or [] if isinstance(o, dict)]
+    owners.sort(key=lambda o: not o.get("controller"))  # the controller first
+    for owner in owners:
+        kind, name = str(owner.get("kind") or ""), str(owner.get("name") or "")
+        if kind == "ReplicaSet" and template_hash and name.endswith(f"-{template_hash}"):
+            return "Deployment", name.removesuffix(f"-{template_hash}")
+        if kind and name:
+            return kind, name
+    return None
+
+
+def restart_pod(pod: dict[str, Any] | None, namespace: str, name: str, context: str | None = None) -> str:
+    """How to give a pod a fresh sidecar (new config, certificate and roots): a command, or advice for
+    the pods a restart command would harm. `context`: a command spanning clusters says which one."""
+    pod = pod or {}
+    phase = (pod.get("status") or {}).get("phase")
+    owner = owner_of(pod)
+    where = f"-n {namespace}" + (f" --context {context}" if context else "")
+    if phase in FINISHED:
+        return (
+            f"nothing to restart: pod {namespace}/{name} has finished ({phase}) and holds no connection; "
+            "the next pod of its workload starts with a current sidecar"
+        )
+    if owner is not None and owner[0] in ("Deployment", "StatefulSet", "DaemonSet"):
+        return f"kubectl rollout restart {owner[0].lower()}/{owner[1]} {where}"
+    if owner is not None and owner[0] == "Job":
+        run = _CRONJOB_RUN.match(owner[1])
+        later = (
+            f"the next run of CronJob {run.group('cronjob')} (if it made this Job) starts with a fresh sidecar"
+            if run
+            else "a Job run started later gets a fresh sidecar"
+        )
+        return (
+            f"do not delete pod {namespace}/{name}: it runs Job {owner[1]}, and deleting it restarts the Job's "
+            f"work from the beginning; let it finish; {later}"
+        )
+    if owner is not None:  # a ReplicaSet without a Deployment, a custom controller: it re-creates the pod
+        return f"kubectl delete pod {name} {where}"
+    # A bare pod: deleting it would lose it. replace --force deletes and re-creates it from its own spec.
+    in_context = f" --context {context}" if context else ""
+    return f"kubectl get pod {name} {where} -o yaml | kubectl replace --force{in_context} -f -"
+
 
 def restart_command(proxy: Proxy) -> str:
-    """Restart through the pod's owner when known (keeps replicas), else delete the pod."""
-    pod = proxy.pod or {}
-    meta = pod.get("metadata") or {}
-    name = proxy.model["pod"]
-    # a command spanning clusters says which one
-    where = f"-n {proxy.model['namespace']}" + (f" --context {proxy.context}" if proxy.context else "")
-    for owner in meta.get("ownerReferences") or []:
-        kind, owner_name = owner.get("kind"), str(owner.get("name") or "")
-        template_hash = (meta.get("labels") or {}).get("pod-template-hash")
-        if kind == "ReplicaSet" and template_hash and owner_name.endswith(f"-{template_hash}"):
-            return f"kubectl rollout restart deployment/{owner_name.removesuffix('-' + template_hash)} {where}"
-        if kind in ("StatefulSet", "DaemonSet"):
-            return f"kubectl rollout restart {kind.lower()}/{owner_name} {where}"
-    return f"kubectl delete pod {name} {where}"
+    """restart_pod for a sidecar's model (in its cluster's context, when the command spans several)."""
+    return restart_pod(proxy.pod, proxy.model["namespace"], proxy.model["pod"], proxy.context)
+
+
+def enable_injection(namespace: str, labels: dict[str, Any] | None) -> str | None:
+    """The label change that turns sidecar injection on for a namespace, given its labels; None when
+    it is already on. `labels` None means the namespace could not be read: the advice then says what to
+    look for, since a wrong label would override a revision."""
+    if labels is None:
+        return (
+            f"if namespace {namespace} has no istio.io/rev label: kubectl label namespace {namespace} "
+            "istio-injection=enabled (with istio.io/rev=REV, restarting is enough)"
+        )
+    injection, revision = labels.get("istio-injection"), labels.get("istio.io/rev")
+    if injection == "enabled" or (revision and injection is None):
+        return None  # injection is on: the pod predates it and only needs a restart
+    if revision:  # istio-injection=disabled hides the revision's webhook: remove it, never overwrite it
+        return f"kubectl label namespace {namespace} istio-injection-"
+    if injection is not None:
+        return f"kubectl label namespace {namespace} istio-injection=enabled --overwrite"
+    return f"kubectl label namespace {namespace} istio-injection=enabled"
+
+
+def inject_sidecar(pod: dict[str, Any] | None, namespace: str, name: str, labels: dict[str, Any] | None) -> str:
+    """A pod without a sidecar: what turns injection on for it, then the restart that injects it."""
+    annotations, pod_labels = _meta(pod).get("annotations") or {}, _meta(pod).get("labels") or {}
+    opt_out = annotations.get("sidecar.istio.io/inject") or pod_labels.get("sidecar.istio.io/inject")
+    first: str | None
+    if str(opt_out).lower() == "false":
+        first = "remove sidecar.istio.io/inject=false from the workload's pod template"
+    else:
+        first = enable_injection(namespace, labels)
+    return then(first, restart_pod(pod, namespace, name)) or restart_pod(pod, namespace, name)
+
+
+def edit_policy(kind: str, namespace: str, name: str, change: str) -> str:
+    """The command that opens the policy to change, with the change as a shell comment."""
+    return f"kubectl edit {kind} {name} -n {namespace}   # {change}"
 
 
 def _newest_root(*proxies: Proxy) -> str | None:
@@ -45,14 +150,22 @@ def _short(fp: str | None) -> str:
     return (fp[:23] + "…") if fp else "unknown root"
 
 
-def rootdiff_verdict(src: Proxy, dst: Proxy, result: dict[str, Any], moment: Any = None) -> tuple[str, str | None]:
+def rootdiff_verdict(
+    src: Proxy,
+    dst: Proxy,
+    result: dict[str, Any],
+    moment: Any = None,
+    namespace_labels: dict[str, dict[str, Any] | None] | None = None,
+) -> tuple[str, str | None]:
+    """One line saying why two sidecars do (not) trust each other, and the fix. `namespace_labels`
+    (namespace -> labels, None if unreadable) is needed only when a side has no sidecar."""
     for side in (src, dst):
         kind = side.model["sidecar"]
         if kind == "absent":
+            ns = side.model["namespace"]
             return (
                 f"{side.ref} has no istio-proxy sidecar, so it neither presents nor verifies Istio certificates",
-                f"kubectl label namespace {side.model['namespace']} istio-injection=enabled --overwrite && "
-                + restart_command(side),
+                inject_sidecar(side.pod, ns, side.model["pod"], (namespace_labels or {}).get(ns)),
             )
         if kind == "ambient":
             return (
@@ -74,7 +187,7 @@ def rootdiff_verdict(src: Proxy, dst: Proxy, result: dict[str, Any], moment: Any
         return (
             f"roots differ but each side still trusts the other (a root rotation in progress?): "
             f"{names} lacks the newest root {_short(newest)}",
-            " && ".join(restart_command(p) for p in lacking) or None,
+            then(*(restart_command(p) for p in lacking)),
         )
     newest = _newest_root(src, dst)
     stale = [p for p in (src, dst) if newest not in p.root_fingerprints()]
@@ -117,4 +230,4 @@ def rootdiff_verdict(src: Proxy, dst: Proxy, result: dict[str, Any], moment: Any
             )
             commands.append(restart_command(chain_side))
     unique = list(dict.fromkeys(commands))
-    return "; ".join(problems), " && ".join(unique) or None
+    return "; ".join(problems), then(*unique)

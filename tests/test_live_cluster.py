@@ -111,7 +111,7 @@ def test_unknown_pod_is_exit_2(cluster: FakeCluster) -> None:
     proc = run(cluster, "proxy", "nope", "-n", NS)
     assert proc.returncode == 2
     assert_one_line_error(proc)
-    assert 'pods "nope" not found' in proc.stderr
+    assert 'pod "nope" not found' in proc.stderr
 
 
 def test_unreachable_api_server(cluster: FakeCluster) -> None:

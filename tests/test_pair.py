@@ -203,7 +203,7 @@ def test_healthy_pair_walks_every_step(cluster: FakeCluster) -> None:
     code, data = pair(cluster, "pa/good-1", "svc/api.pa", "--port", "80")
     assert code == 0 and data["verdict"] == "ok" and data["first_failure"] is None
     assert [s["step"] for s in data["steps"]] == ["sidecar", "client-tls", "identity", "server-mode", "trust", "authz"]
-    assert data["source"] == "pa/good-1" and data["destination"] == "svc/pa/api" and data["port"] == 80
+    assert data["source"] == "pa/good-1" and data["destination"] == "svc/api -n pa" and data["port"] == 80
     assert set(data) >= {"verdict", "source", "destination", "port", "steps", "first_failure", "hint"}
 
 

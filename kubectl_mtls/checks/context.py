@@ -10,7 +10,7 @@ from datetime import datetime
 from functools import cached_property
 from typing import Any, TypeVar
 
-from ..errors import GatherError, InputError, MtlsError, NotFoundError
+from ..errors import GatherError, InputError, MtlsError, NoClusterError, NotFoundError
 from ..istio import destinationrule, peerauthn
 from ..labelindex import LabeledIndex, SelectorIndex, string_labels
 from ..model import Proxy
@@ -129,8 +129,8 @@ class Context:
     def _load_pods(self) -> None:
         try:
             self.pods = self.source.list_pods(self.scope.namespace)
-        except (NotFoundError, InputError):
-            raise  # a wrong name or a broken snapshot is the user's to fix: exit 2, not a partial result
+        except (NotFoundError, InputError, NoClusterError):
+            raise  # a wrong name, a broken snapshot or no cluster at all: one line, not a partial result
         except MtlsError as exc:
             self.unavailable["pods"] = str(exc)
             self.note("pods", str(exc))

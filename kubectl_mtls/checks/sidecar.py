@@ -5,8 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from ..fixes import restart_command
-from ..model import Proxy, ProxyModel
+from ..fixes import enable_injection, inject_sidecar, restart_pod, then
 from ..normalize import pod as podinfo
 from .base import Finding, check, finding
 from .context import Context, key_of, labels_of, meta
@@ -15,8 +14,8 @@ AREA = "sidecar and sync"
 
 
 def _injection_enabled(ns: dict[str, Any] | None) -> bool:
-    labels = labels_of(ns or {})
-    return labels.get("istio-injection") == "enabled" or bool(labels.get("istio.io/rev"))
+    """As Istio's webhooks select: istio-injection=enabled, or istio.io/rev without istio-injection."""
+    return enable_injection("", labels_of(ns or {})) is None
 
 
 def _ambient_namespace(ns: dict[str, Any] | None) -> bool:
@@ -46,9 +45,13 @@ def _strict_applies(
 
 
 def _restart(pod: dict[str, Any]) -> str:
+    return restart_pod(pod, *key_of(pod))
+
+
+def _inject(ctx: Context, pod: dict[str, Any]) -> str:
     ns, name = key_of(pod)
-    model: ProxyModel = {"pod": name, "namespace": ns}  # type: ignore[typeddict-item]
-    return restart_command(Proxy(model=model, pod=pod))
+    namespace = ctx.namespaces.get(ns)
+    return inject_sidecar(pod, ns, name, labels_of(namespace) if namespace is not None else None)
 
 
 def _opted_out(pod: dict[str, Any]) -> str | None:
@@ -99,12 +102,7 @@ def sidecar_missing(ctx: Context) -> Iterator[Finding]:
         if not strict:
             continue
         opt_out = _opted_out(pod)
-        if opt_out:
-            hint = f"remove {opt_out} from the workload's pod template, then: {_restart(pod)}"
-        elif not _injection_enabled(ctx.namespaces.get(ns)):
-            hint = f"kubectl label namespace {ns} istio-injection=enabled --overwrite && {_restart(pod)}"
-        else:
-            hint = _restart(pod)  # injection is on: the pod predates it
+        hint = _inject(ctx, pod)  # the opt-out removed, or injection turned on, then the restart
         yield finding(
             "sidecar-missing",
             "error",
@@ -127,13 +125,16 @@ def sidecar_missing(ctx: Context) -> Iterator[Finding]:
     reads=("pods", "namespaces", "peerauthentications"),
     explain="""
 What it looks at: namespaces in scope that hold sidecar pods or that STRICT applies to, but carry
-neither `istio-injection=enabled` nor `istio.io/rev` (and are not ambient).
+neither `istio-injection=enabled` nor `istio.io/rev` (the revision's webhook skips namespaces that also
+carry `istio-injection`, e.g. `=disabled`), and are not ambient.
 
 Why it breaks mTLS: pods created there from now on (a rollout, a reschedule, a scale-up) start without
 a sidecar, and under STRICT nobody in the mesh can reach them over mTLS.
 
-How to fix: `kubectl label namespace NS istio-injection=enabled --overwrite` (or `istio.io/rev=<rev>`
-for revision-based installs), then restart the workloads that lack a sidecar.
+How to fix: `kubectl label namespace NS istio-injection=enabled` (`--overwrite` over
+`istio-injection=disabled`); in a revision-based install (`istio.io/rev` on the namespace) never set
+`istio-injection`, which would override the revision: remove `istio-injection=disabled` instead
+(`kubectl label namespace NS istio-injection-`). Then restart the workloads that lack a sidecar.
 """,
 )
 def injection_disabled(ctx: Context) -> Iterator[Finding]:
@@ -159,7 +160,7 @@ def injection_disabled(ctx: Context) -> Iterator[Finding]:
             f"{state}, yet {len(meshed)} pod(s) here have sidecars"
             + (" and STRICT applies" if strict else "")
             + ": new pods will start without one",
-            f"kubectl label namespace {ns} istio-injection=enabled --overwrite",
+            enable_injection(ns, labels_of(namespace)),
             pods=[f"{ns}/{key_of(p)[1]}" for p in pods if not podinfo.has_envoy(p)],
             label=label,
         )
@@ -300,7 +301,7 @@ def mixed_sidecar_service(ctx: Context) -> Iterator[Finding]:
             name,
             f"selects {len(with_sidecar)} pod(s) with a sidecar and {len(without)} without"
             + (" while STRICT applies" if strict else ""),
-            " && ".join(dict.fromkeys(_restart(p) for p in without)),
+            then(*dict.fromkeys(_inject(ctx, p) for p in without)),
             pods=[f"{ns}/{key_of(p)[1]}" for p in without],
             with_sidecar=[f"{ns}/{key_of(p)[1]}" for p in with_sidecar],
         )

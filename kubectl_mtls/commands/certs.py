@@ -12,6 +12,7 @@ from ..normalize.certs import parse_rfc3339
 from ..render import Style, columns, duration, emit
 from .common import namespace_of, now, open_source, pod_ref
 from .gather import load_many, load_proxy
+from .targets import require_namespace
 
 
 def register(sub: Any, output: argparse.ArgumentParser, source: argparse.ArgumentParser) -> None:
@@ -25,7 +26,9 @@ def register(sub: Any, output: argparse.ArgumentParser, source: argparse.Argumen
         "--query 'items[?expires_in_seconds < `86400`]'",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("pod", nargs="?", help="only this pod (POD, NAMESPACE/POD or POD.NAMESPACE)")
+    parser.add_argument(
+        "pod", nargs="?", help="only this pod (POD, NAMESPACE/POD, POD.NAMESPACE, or deploy/NAME, sts/NAME, ds/NAME)"
+    )
     parser.add_argument("-A", "--all-namespaces", action="store_true", help="every namespace")
     parser.add_argument("-l", "--selector", help="label selector for pods (e.g. app=reviews)")
     parser.set_defaults(handler=run)
@@ -79,6 +82,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         scope = None if args.all_namespaces else namespace_of(args, source)
         pods = source.list_pods(scope, args.selector)
+        if scope is not None and not pods:  # an empty namespace, or a typo: say which
+            require_namespace(source, scope)
         proxies, incomplete = load_many(source, pods, moment)
     failures = len(incomplete)
     items = [row for proxy in proxies for row in rows_of(proxy, moment)]

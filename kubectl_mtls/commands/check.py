@@ -10,6 +10,7 @@ from ..checks.base import AREAS, Check, all_checks
 from ..errors import EXIT_GATHER, EXIT_OK, EXIT_PROBLEM, NotFoundError, UsageError
 from ..render import Style, emit
 from .common import namespace_of, now, open_source, parse_span, pod_ref, positive_int
+from .targets import did_you_mean, unknown_pod
 
 IGNORE_ANNOTATION = "mtls.kubectl.io/ignore"
 MARKS = {"ok": "√", "error": "×", "warning": "‼", "info": "·", "skipped": "?"}
@@ -41,7 +42,8 @@ def register(sub: Any, output: argparse.ArgumentParser, source: argparse.Argumen
         "names",
         nargs="*",
         metavar="NAME",
-        help="pod (POD, NAMESPACE/POD, POD.NAMESPACE) or namespace; for pair: SRC and DST "
+        help="pod (POD, NAMESPACE/POD, POD.NAMESPACE, or a workload: deploy/NAME, sts/NAME, ds/NAME) or namespace; "
+        "for pair: SRC and DST "
         "(a pod, or a Service: svc/NAME, svc/NAME.NS, NAME.NS.svc.cluster.local)",
     )
     parser.add_argument("--port", type=int, help="pair: the Service port SRC dials (a pod: the container port)")
@@ -179,10 +181,16 @@ def run(args: argparse.Namespace) -> int:
     with_logs = scope.pod is not None or args.logs
     selected = [c for c in checks if with_logs or not c.needs_logs]
     ctx = Context(source, scope, now(), options)
-    ctx.load({name for c in selected for name in (*c.reads, *c.optional)})
+    try:
+        ctx.load({name for c in selected for name in (*c.reads, *c.optional)})
+    except NotFoundError:
+        if scope.pod is None or not ctx.available("pods"):
+            raise
+        raise unknown_pod(source, scope.namespace, scope.pod, ctx.pods) from None
     known_namespaces = ctx.available("namespaces") and ctx.objects("namespaces")
     if scope.namespace and known_namespaces and scope.namespace not in ctx.namespaces:
-        raise NotFoundError(f'namespaces "{scope.namespace}" not found')
+        close = did_you_mean(scope.namespace, list(ctx.namespaces))
+        raise NotFoundError(f'namespace "{scope.namespace}" not found{close}')
     if ctx.available("pods") and not ctx.targets:
         where = f"namespace {scope.namespace}" if scope.namespace else "any namespace"
         ctx.note("pods", f"no pods to check in {where}" + (f" matching {scope.selector}" if scope.selector else ""))

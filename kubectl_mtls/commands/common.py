@@ -163,12 +163,10 @@ def namespace_of(args: argparse.Namespace, source: Source) -> str:
 
 
 def pod_ref(args: argparse.Namespace, source: Source, ref: str) -> tuple[str, str]:
-    """(namespace, pod) of `pod`, `ns/pod` or `pod.ns`; the default namespace (which may need the
-    kubeconfig) is looked up only when the reference does not name one."""
-    from ..sources import parse_pod_ref
+    """(namespace, pod) of `pod`, `ns/pod`, `pod.ns` or a workload (`deploy/NAME`...): see targets."""
+    from .targets import pod_ref as resolve
 
-    qualified = "/" in ref or "." in ref
-    return parse_pod_ref(ref, "" if qualified else namespace_of(args, source))
+    return resolve(args, source, ref)
 
 
 def now() -> datetime:

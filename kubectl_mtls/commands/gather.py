@@ -6,7 +6,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from ..errors import MtlsError
+from ..errors import MtlsError, NotFoundError
 from ..model import Proxy
 from ..normalize import pod as podinfo
 from ..normalize.dump import split
@@ -31,7 +31,12 @@ def load_proxy(
     """One pod's model (an ambient pod's from its node's ztunnel). Errors propagate: commands about
     named pods stop on them."""
     if pod is None:
-        pod = source.get_pod(namespace, name)
+        try:
+            pod = source.get_pod(namespace, name)
+        except NotFoundError:
+            from .targets import unknown_pod
+
+            raise unknown_pod(source, namespace, name) from None
     kind = podinfo.sidecar_kind(pod)
     if kind not in ("present", "native"):
         from .gather_ambient import Ambient, ambient_proxy

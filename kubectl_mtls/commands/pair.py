@@ -10,15 +10,16 @@ from typing import Any
 
 from ..checks.context import Context, Options, Scope, key_of, labels_of, target_port
 from ..errors import EXIT_DEPENDS, EXIT_GATHER, EXIT_OK, EXIT_PROBLEM, NotFoundError, UsageError
-from ..fixes import restart_command
+from ..fixes import edit_policy, inject_sidecar, restart_command, restart_pod
 from ..istio import automtls, destinationrule
 from ..normalize import pod as podinfo
 from ..normalize.certs import parse_rfc3339, verify_chain
 from ..render import Style, emit
 from ..sources import parse_pod_ref
-from .common import namespace_of, now, open_source
+from .common import namespace_of, now, open_source, pod_ref
 from .pair_authz import authz_step
 from .request_spec import RequestSpec, parse_request
+from .targets import did_you_mean, parse_workload, unknown_pod
 
 STEPS = ("sidecar", "client-tls", "identity", "server-mode", "trust", "authz", "probe")
 HTTP_PREFIXES = ("http", "grpc")
@@ -31,10 +32,12 @@ class Destination:
     name: str
     service: dict[str, Any] | None = None
     pods: list[dict[str, Any]] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # "NS/POD (Succeeded)": selected but not running
 
     @property
     def label(self) -> str:
-        return f"{'svc/' if self.kind == 'service' else ''}{self.namespace}/{self.name}"
+        """As kubectl takes it back: `svc/NAME -n NS`, or the pod as `NS/POD`."""
+        return f"svc/{self.name} -n {self.namespace}" if self.kind == "service" else f"{self.namespace}/{self.name}"
 
 
 def parse_destination(ref: str, default_namespace: str) -> tuple[str, str, str]:
@@ -170,12 +173,12 @@ def _plaintext_why(
     ns, name = key_of(pod)
     ref = f"{ns}/{name}"
     if podinfo.sidecar_kind(pod) == "absent":
-        return f"{ref} has no sidecar", f"kubectl mtls check pod {name} -n {ns}"
+        return f"{ref} has no sidecar", inject_sidecar(pod, ns, name, _namespace_labels(ctx, ns))
     tport = target_port(service_port, pod) if service_port else port
     eff = ctx.effective(pod)
     if eff.mode_for(tport) == "DISABLE":
         by = (eff.port_decided_by.get(tport) if tport is not None else None) or eff.decided_by
-        fix = f"kubectl edit peerauthentication {by.name} -n {by.namespace}   # mtls.mode: STRICT" if by else None
+        fix = edit_policy("peerauthentication", by.namespace, by.name, "mtls.mode: STRICT") if by else None
         return f"{ref} is DISABLE on port {tport}" + (f" by PeerAuthentication {by}" if by else ""), fix
     label = labels_of(pod).get(automtls.TLS_LABEL, "istio")
     if label != "istio":
@@ -207,12 +210,20 @@ def walk(
     # 1. sidecars, and SRC in sync with istiod
     kind = podinfo.sidecar_kind(src)
     if not dst.pods:
-        done(step("sidecar", False, f"no running pod behind {dst.label}", f"kubectl get endpoints -n {dst.namespace}"))
+        skipped = f" (skipped, not running: {', '.join(dst.skipped)})" if dst.skipped else ""
+        selector = ((dst.service or {}).get("spec") or {}).get("selector") or {}
+        labels = ",".join(f"{k}={v}" for k, v in selector.items())
+        done(
+            step(
+                "sidecar",
+                False,
+                f"no running pod behind {dst.label}{skipped}",
+                f"kubectl get pods -n {dst.namespace}" + (f" -l {labels}" if labels else "") + " -o wide",
+                skipped=dst.skipped,
+            )
+        )
         return result
-    inject_src = (
-        f"kubectl label namespace {src_ns} istio-injection=enabled --overwrite && "
-        f"kubectl delete pod {src_name} -n {src_ns}"
-    )
+    inject_src = inject_sidecar(src, src_ns, src_name, _namespace_labels(ctx, src_ns))
     if kind == "absent":
         # No sidecar: the application's own plaintext, without an identity, goes straight to DST.
         for pod in dst.pods:
@@ -567,13 +578,21 @@ def _server_mode(
         modes[ref] = policy
         ok = automtls.accepts(enforced, sends)
         if ok is False and sends == "mtls":
+            effective = ctx.effective(pod)
+            decided = (effective.port_decided_by.get(tport) if tport is not None else None) or effective.decided_by
+            if policy == "DISABLE" and decided is not None:  # the policy says so: edit that policy
+                hint = edit_policy(
+                    "peerauthentication", decided.namespace, decided.name, "mtls.mode: STRICT (or PERMISSIVE)"
+                )
+            else:  # the policy accepts mTLS but the sidecar does not yet: its config is old
+                hint = restart_pod(pod, *key_of(pod))
             steps.append(
                 step(
                     "server-mode",
                     False,
                     f"{ref} port {tport}: {_enforced_text(enforced)}, policy says {policy}: it does not accept mTLS "
                     "(it takes only plaintext, so every TLS connection SRC opens is closed)",
-                    "kubectl mtls check pod " + f"{key_of(pod)[1]} -n {key_of(pod)[0]}",
+                    hint,
                     port=tport,
                     enforced=enforced,
                     policy=policy,
@@ -635,12 +654,14 @@ def _server_mode(
                 steps.append(step("trust", None, f"cannot tell whether {b} trusts {a}'s certificate: {why}"))
                 return result
             if not ok:
+                from .rootdiff import compare  # the same verdict and fix `rootdiff` prints
+
                 steps.append(
                     step(
                         "trust",
                         False,
                         f"{b} does not trust {a}'s certificate: {why}",
-                        f"kubectl mtls rootdiff {src_ref} {ref}",
+                        compare(src_proxy, proxy, ctx.now)["fix"],
                         roots_of_verifier=roots_of.root_fingerprints(),
                     )
                 )
@@ -677,6 +698,11 @@ def _authorize(
         result.steps.append(probe(src, dst, port))
     return result
 
+def _namespace_labels(ctx: Context, namespace: str) -> dict[str, Any] | None:
+    obj = ctx.namespaces.get(namespace)
+    return labels_of(obj) if obj is not None else None
+
+
 def _why(ctx: Context, ref: str) -> str:
     return "; ".join(i["why"] for i in ctx.incomplete if i["what"] == f"pod {ref}") or "unknown"
 
@@ -697,12 +723,17 @@ def _resolve(ctx: Context, args: argparse.Namespace, dst_ref: tuple[str, str, st
     if kind == "service":
         svc = next((s for s in ctx.objects("services") if key_of(s) == (ns, name)), None)
         if svc is None:
-            raise NotFoundError(f'services "{name}" not found in namespace "{ns}"')
-        pods = [p for p in ctx.pods_of(svc) if ctx.running(p)]
-        return Destination("service", ns, name, svc, pods)
+            names = [key_of(s)[1] for s in ctx.objects("services") if key_of(s)[0] == ns]
+            raise NotFoundError(f'service "{name}" not found in namespace "{ns}"{did_you_mean(name, names)}')
+        selected = ctx.pods_of(svc)
+        pods = [p for p in selected if ctx.running(p)]
+        skipped = [
+            f"{'/'.join(key_of(p))} ({(p.get('status') or {}).get('phase')})" for p in selected if not ctx.running(p)
+        ]
+        return Destination("service", ns, name, svc, pods, skipped)
     pod = ctx.pods_by_key.get((ns, name))
     if pod is None:
-        raise NotFoundError(f'pods "{name}" not found in namespace "{ns}"')
+        raise unknown_pod(ctx.source, ns, name, [p for p in ctx.pods if key_of(p)[0] == ns])
     services = ctx.services_of(pod)
     return Destination("pod", ns, name, services[0] if services else None, [pod])
 
@@ -716,7 +747,11 @@ def _ports(dst: Destination, wanted: int | None) -> list[tuple[dict[str, Any] | 
         elif wanted is not None:
             ports = [p for p in ports if p["port"] == wanted]
             if not ports:
-                raise UsageError(f"{dst.label} has no port {wanted}")
+                has = ", ".join(
+                    f"{p['port']}" + (f" ({p['name']})" if p.get("name") else "")
+                    for p in (dst.service.get("spec") or {}).get("ports") or []
+                )
+                raise UsageError(f"--port {wanted}: {dst.label} has no port {wanted}; its ports: {has or 'none'}")
         return [(p, int(p["port"])) for p in ports]
     if wanted is not None:
         return [(None, wanted)]
@@ -735,8 +770,11 @@ def run_pair(args: argparse.Namespace) -> int:
     request = parse_request(args)
     source = open_source(args)
     default_ns = namespace_of(args, source)
-    src_ns, src_name = parse_pod_ref(args.names[0], default_ns)
-    dst_ref = parse_destination(args.names[1], default_ns)
+    src_ns, src_name = pod_ref(args, source, args.names[0])  # a pod, or a running pod of deploy/NAME ...
+    if parse_workload(args.names[1]) is not None:
+        dst_ref: tuple[str, str, str] = ("pod", *pod_ref(args, source, args.names[1]))
+    else:
+        dst_ref = parse_destination(args.names[1], default_ns)
     scope = Scope(src_ns) if src_ns == dst_ref[1] else Scope(None)
     options = Options(istio_namespace=args.istio_namespace, concurrency=args.concurrency)
     service = dst_ref[0] == "service"
@@ -765,7 +803,7 @@ def run_pair(args: argparse.Namespace) -> int:
         raise _gather_error(ctx)
     src = ctx.pods_by_key.get((src_ns, src_name))
     if src is None:
-        raise NotFoundError(f'pods "{src_name}" not found in namespace "{src_ns}"')
+        raise unknown_pod(source, src_ns, src_name, [p for p in ctx.pods if key_of(p)[0] == src_ns])
     dst = _resolve(ctx, args, dst_ref)
     probe = None
     if args.probe:

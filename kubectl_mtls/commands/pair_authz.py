@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..checks.context import Context, key_of, labels_of, target_port
+from ..fixes import edit_policy
 from ..istio import authz
 from .request_spec import RequestSpec
 
@@ -66,7 +67,8 @@ def authz_step(
         if decision.outcome == "deny":
             if decision.policy:
                 ns, name = decision.policy.split("/", 1)
-                hint = f"kubectl get authorizationpolicy {name} -n {ns} -o yaml"
+                rule = f"spec.rules[{decision.rule}] " if decision.rule is not None else ""
+                hint = edit_policy("authorizationpolicy", ns, name, f"{rule}decides ({decision.action})")
             else:
                 hint = (
                     f"add an ALLOW rule for {identity or 'this caller'} "

@@ -6,8 +6,9 @@ import argparse
 from typing import Any
 
 from ..render import Style, columns, emit
-from .common import now, open_source, pod_ref
+from .common import namespace_of, now, open_source, pod_ref, require
 from .gather import load_proxy
+from .targets import selector_pod
 
 
 def register(sub: Any, output: argparse.ArgumentParser, source: argparse.ArgumentParser) -> None:
@@ -22,7 +23,13 @@ def register(sub: Any, output: argparse.ArgumentParser, source: argparse.Argumen
         "      --query 'clusters[?tls_mode==`DISABLE`].host'",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("pod", help="POD, NAMESPACE/POD or POD.NAMESPACE")
+    parser.add_argument(
+        "pod",
+        nargs="?",
+        help="POD, NAMESPACE/POD or POD.NAMESPACE, or a workload (deploy/NAME, sts/NAME, ds/NAME): one running "
+        "pod of it",
+    )
+    parser.add_argument("-l", "--selector", help="instead of POD: one running pod with these labels (e.g. app=reviews)")
     parser.set_defaults(handler=run)
 
 
@@ -33,8 +40,13 @@ def short(fp: str | None, wide: bool) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    require(bool(args.pod) != bool(args.selector), "name one pod: POD, deploy/NAME or -l SELECTOR")
     source = open_source(args)
-    namespace, name = pod_ref(args, source, args.pod)
+    if args.selector:
+        namespace = namespace_of(args, source)
+        name = selector_pod(source, namespace, args.selector)
+    else:
+        namespace, name = pod_ref(args, source, args.pod)
     proxy = load_proxy(source, namespace, name, now())
     style = Style.detect(args.no_color)
     emit(proxy.model, args.output, args.query, lambda m, wide: table(m, wide, style))

@@ -6,7 +6,7 @@ import argparse
 from typing import Any
 
 from .. import fixes
-from ..errors import EXIT_GATHER, EXIT_OK, EXIT_PROBLEM
+from ..errors import EXIT_GATHER, EXIT_OK, EXIT_PROBLEM, MtlsError
 from ..model import Proxy
 from ..normalize.certs import verify_chain
 from ..render import Style, columns, emit
@@ -29,7 +29,11 @@ def register(sub: Any, output: argparse.ArgumentParser, source: argparse.Argumen
         "  kubectl mtls rootdiff east:shop/frontend-6c9f7d8b4-k2x7p west:shop/orders-7f5b9c6d8-wq4zn",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("src", help="client pod: POD, NAMESPACE/POD, POD.NAMESPACE or CONTEXT:NAMESPACE/POD")
+    parser.add_argument(
+        "src",
+        help="client pod: POD, NAMESPACE/POD, POD.NAMESPACE or CONTEXT:NAMESPACE/POD, or a workload "
+        "(deploy/NAME, sts/NAME, ds/NAME)",
+    )
     parser.add_argument("dst", help="server pod, same forms")
     contexts.add_flags(parser)
     parser.set_defaults(handler=run)
@@ -57,7 +61,9 @@ def _trust(chain_of: Proxy, roots_of: Proxy, moment: Any) -> tuple[bool | None, 
     return verify_chain([c.cert for c in chain_of.chain], [r.cert for r in roots_of.roots], moment)
 
 
-def compare(src: Proxy, dst: Proxy, moment: Any) -> dict[str, Any]:
+def compare(
+    src: Proxy, dst: Proxy, moment: Any, namespace_labels: dict[str, dict[str, Any] | None] | None = None
+) -> dict[str, Any]:
     src_fps, dst_fps = src.root_fingerprints(), dst.root_fingerprints()
     s_by_d, s_by_d_reason = _trust(src, dst, moment)
     d_by_s, d_by_s_reason = _trust(dst, src, moment)
@@ -72,7 +78,7 @@ def compare(src: Proxy, dst: Proxy, moment: Any) -> dict[str, Any]:
         "source_trust_error": s_by_d_reason,
         "destination_trust_error": d_by_s_reason,
     }
-    result["verdict"], result["fix"] = fixes.rootdiff_verdict(src, dst, result, moment)
+    result["verdict"], result["fix"] = fixes.rootdiff_verdict(src, dst, result, moment, namespace_labels)
     undecided = [why for ok, why in ((s_by_d, s_by_d_reason), (d_by_s, d_by_s_reason)) if ok is None]
     if undecided and False not in (s_by_d, d_by_s):
         result["verdict"] = f"unknown: cannot tell whether Envoy accepts the chain ({undecided[0]})"
@@ -88,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
     if across:
         src.context = src_side.context or contexts.current(src_side.source)
         dst.context = dst_side.context or contexts.current(dst_side.source)
-    result = compare(src, dst, moment)
+    result = compare(src, dst, moment, _labels_without_sidecar((src_side.source, src), (dst_side.source, dst)))
     if across:
         if result["only_in_source"] or result["only_in_destination"]:
             # a pod restart helps only if that cluster's CA already has the root: the clusters' CAs decide
@@ -112,6 +118,24 @@ def run(args: argparse.Namespace) -> int:
     if result["verdict"].startswith("unknown:"):
         return EXIT_GATHER
     return EXIT_OK if result["match"] else EXIT_PROBLEM
+
+
+def _labels_without_sidecar(*sides: tuple[Any, Proxy]) -> dict[str, dict[str, Any] | None]:
+    """Labels of the namespaces of (source, side) pairs without a sidecar (their fix depends on them);
+    None when the namespace cannot be read."""
+    out: dict[str, dict[str, Any] | None] = {}
+    for source, side in sides:
+        if side.model["sidecar"] != "absent":
+            continue
+        try:
+            listed = {
+                str((ns.get("metadata") or {}).get("name")): (ns.get("metadata") or {}).get("labels") or {}
+                for ns in source.list_objects("namespaces", None)
+            }
+        except MtlsError:
+            listed = {}
+        out[side.model["namespace"]] = listed.get(side.model["namespace"])
+    return out
 
 
 def table(data: dict[str, Any], wide: bool, style: Style) -> str:

@@ -32,6 +32,7 @@ from ..sources.snapshot import (
 )
 from .common import namespace_of, now, open_context, open_source, paired_kubeconfigs, positive_int, several
 from .gather import WORKERS
+from .targets import require_namespace
 
 ROOT_NAMESPACE = "istio-system"  # mesh-wide policies live here (meshConfig rootNamespace default)
 
@@ -199,6 +200,8 @@ def _collect(
 ) -> dict[str, Any]:
     incomplete: list[dict[str, str]] = []
     pods = source.list_pods(scope, selector)  # without pods there is nothing to snapshot: errors stop here
+    if scope is not None and not pods:  # an empty namespace, or a typo: say which
+        require_namespace(source, scope)
     writer.write_json("kubernetes/pods.json", redact_key_strings({"items": [scrub_pod(p) for p in pods]}))
     counts: dict[str, int] = {"pods": len(pods)}
     for kind in SNAPSHOT_KINDS:

@@ -20,6 +20,7 @@ from ..errors import EXIT_GATHER, EXIT_OK, EXIT_PROBLEM, MtlsError
 from ..normalize import pod as podinfo
 from ..render import Style, columns, emit
 from .common import namespace_of, now, open_source, positive_int
+from .targets import require_namespace
 
 # Checks whose findings appear only once STRICT is in force: run them against the simulated switch.
 AFTER_SWITCH = (
@@ -168,6 +169,8 @@ def run(args: argparse.Namespace) -> int:
     ctx = Context(source, scope, now(), options)
     checks = {c.slug: c for c in all_checks()}
     ctx.load({name for slug in AFTER_SWITCH for name in checks[slug].reads})
+    if scope.namespace and ctx.available("pods") and not ctx.pods:  # an empty namespace, or a typo
+        require_namespace(source, scope.namespace)
     if not ctx.available("pods"):
         data = {
             "verdict": "unknown",

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .. import jsonutil
-from ..errors import GatherError, InputError, NotFoundError, UsageError, one_line
+from ..errors import GatherError, InputError, MissingFileError, NoClusterError, NotFoundError, UsageError, one_line
 from . import Document
 from . import istioctl as istioctl_cli
 from .kinds import KINDS, Kind
@@ -67,6 +67,12 @@ class LiveSource:
         from kubernetes.config.config_exception import ConfigException
 
         configuration = client.Configuration()
+        if self.conn.kubeconfig and not os.path.exists(os.path.expanduser(self.conn.kubeconfig)):
+            raise MissingFileError(f"--kubeconfig {self.conn.kubeconfig}: file not found")
+        in_cluster = bool(os.environ.get("KUBERNETES_SERVICE_HOST"))
+        if not (self.conn.kubeconfig or self._has_kubeconfig() or in_cluster):
+            where = f"KUBECONFIG={os.environ['KUBECONFIG']}" if os.environ.get("KUBECONFIG") else "~/.kube/config"
+            raise NoClusterError(f"no Kubernetes cluster configured: no kubeconfig at {where}, and not in a pod")
         try:
             if self.conn.kubeconfig or self._has_kubeconfig():
                 with _credential_plugin_limits(self.conn.request_timeout) as plugin_errors:
@@ -80,9 +86,9 @@ class LiveSource:
                     with open(INCLUSTER_NAMESPACE) as handle:
                         self._namespace = handle.read().strip() or "default"
         except ConfigException as exc:
-            raise GatherError(f"cannot load Kubernetes configuration: {exc}") from None
+            raise NoClusterError(f"cannot load Kubernetes configuration: {exc}") from None
         except OSError as exc:
-            raise GatherError(f"cannot read kubeconfig: {exc}") from None
+            raise NoClusterError(f"cannot read kubeconfig: {exc}") from None
         configuration.retries = 1  # fail fast on an unreachable API server; kubectl retries little too
         if not configuration.verify_ssl:  # insecure-skip-tls-verify: kubectl does not warn per request
             from urllib3.exceptions import InsecureRequestWarning
@@ -156,7 +162,9 @@ class LiveSource:
             body_text = exc.body if isinstance(exc.body, (str, bytes)) else b""
             status, data = exc.status or 0, body_text.encode() if isinstance(body_text, str) else body_text
         except HTTPError as exc:
-            raise GatherError(f"cannot reach the Kubernetes API at {api.configuration.host}: {_reason(exc)}") from None
+            raise NoClusterError(
+                f"cannot reach the Kubernetes API at {api.configuration.host}: {_reason(exc)}"
+            ) from None
         if status >= 400:
             raise _api_error(status, data, path)
         return bytes(data)
