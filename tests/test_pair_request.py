@@ -208,3 +208,29 @@ def test_corpus_verdicts(scenario: str, caller: str, port: int, request_: str | 
     assert code == {"ok": 0, "fail": 1, "depends": 4}[verdict]
     if verdict != "ok":
         assert data["first_failure"] == "authz", data["steps"]
+    # The server sidecar's own RBAC filters (written by istiod) give the same answer: no drift.
+    evidence = data["steps"][-1]["evidence"]
+    assert evidence["sidecar_rbac"]["agrees"] is True and "drift" not in evidence, evidence
+    assert evidence["sidecar_rbac"]["outcome"] == {"ok": "allow", "fail": "deny", "depends": "depends"}[verdict]
+
+
+def test_corpus_policy_missing_from_the_api_is_drift(tmp_path: Path) -> None:
+    """a09's sidecar still enforces an ALLOW filter without policies; with the policy gone from the API
+    (deleted, not yet pushed) the policies allow but the sidecar denies: fail, named as drift."""
+    snap = tmp_path / "a09"
+    shutil.copytree(corpus_path("istiod-generated/a09-allow-no-rules"), snap)
+    (snap / "kubernetes" / "authorizationpolicies.json").write_text(json.dumps({"items": []}))
+    code, data = pair(snap, "--port", "8080", src="default/client", dst="svc/server.default", env=NOW)
+    assert code == 1 and data["verdict"] == "fail" and data["first_failure"] == "authz"
+    step = data["steps"][-1]
+    assert "no policy of the sidecar's ALLOW filter matches" in step["detail"] and "drift" in step["detail"]
+    assert step["evidence"]["outcome"] == "allow" and step["evidence"]["sidecar_rbac"]["outcome"] == "deny"
+
+
+def test_policy_the_sidecar_does_not_enforce_is_drift(tmp_path: Path) -> None:
+    """The example's sidecars carry no RBAC filter: a policy that denies is not enforced yet."""
+    code, data = pair(snapshot(tmp_path, [ALLOW_GET_PAY]), "--request", "POST /pay/1")
+    assert code == 1 and data["verdict"] == "fail"
+    evidence = data["steps"][-1]["evidence"]
+    assert evidence["sidecar_rbac"]["outcome"] == "allow" and evidence["sidecar_rbac"]["agrees"] is False
+    assert "not yet pushed" in evidence["drift"] and "drift:" in data["steps"][-1]["detail"]

@@ -11,6 +11,7 @@ import re
 from typing import Any
 
 from .keys import JSON, field, items, obj, text
+from .rbac import chain_authz
 from .tls import alpn, chain_tls_context, require_client_certificate, validation
 
 VIRTUAL_INBOUND = "virtualInbound"
@@ -87,6 +88,7 @@ def normalize_inbound(listeners: list[JSON]) -> list[dict[str, Any]]:
                     "client_san_patterns": [],
                     "alpn": [],
                     "rbac": False,
+                    "authz_chains": [],
                 },
             )
             if name not in entry["filter_chains"]:
@@ -107,6 +109,8 @@ def normalize_inbound(listeners: list[JSON]) -> list[dict[str, Any]]:
             else:
                 entry["one_way_tls"] = True
             entry["rbac"] = entry["rbac"] or _has_rbac(chain)
+            if transport != "raw_buffer":  # what an mTLS caller meets; plaintext chains carry the same filters
+                entry["authz_chains"].append(chain_authz(chain))
     out = []
     for entry in ports.values():
         mode = _mode(entry["mutual_tls"], entry["one_way_tls"], entry["plaintext"])
