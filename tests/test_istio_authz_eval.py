@@ -211,7 +211,8 @@ def test_rule_structure(rule: dict[str, Any], matches: bool) -> None:
         (src(notIpBlocks=["10.0.0.0/8"]), CLIENT, False),
         (src(ipBlocks=["fd00::/8"]), Caller("cluster.local/ns/prod/sa/client", "prod", "fd00::1"), True),
         (src(ipBlocks=["10.0.0.0/8"]), Caller("cluster.local/ns/prod/sa/client", "prod", "fd00::1"), False),
-        (src(remoteIpBlocks=["10.0.0.0/24"]), CLIENT, True),                                  # TCP: peer address
+        # remote IP is HTTP-only: istiod leaves it out of TCP filters, so this ALLOW rule is dropped on TCP
+        (src(remoteIpBlocks=["10.0.0.0/24"]), CLIENT, False),
         (op(ports=["8080"]), CLIENT, True),
         (op(ports=["9090", "8080"]), CLIENT, True),
         (op(ports=["9090"]), CLIENT, False),
@@ -225,7 +226,7 @@ def test_rule_structure(rule: dict[str, Any], matches: bool) -> None:
         (when("source.serviceAccount", ["prod/client"]), CLIENT, True),
         (when("source.ip", ["10.0.0.5/32"]), CLIENT, True),
         (when("source.ip", not_values=["10.0.0.5"]), CLIENT, False),
-        (when("remote.ip", ["10.0.0.5"]), CLIENT, True),
+        (when("remote.ip", ["10.0.0.5"]), CLIENT, False),
     ],
 )
 def test_values(rule: dict[str, Any], caller: Caller, matches: bool) -> None:

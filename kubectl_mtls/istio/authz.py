@@ -498,17 +498,17 @@ def _match_one(ctx: _Ctx, key: str, value: str) -> Tri:
     if key in ("ipBlocks", "source.ip"):
         return _in_cidr(ctx, value, ctx.caller.ip, "the caller's IP")
     if key in ("remoteIpBlocks", "remote.ip"):
-        # remote_ip: on TCP the peer address; on HTTP the last X-Forwarded-For entry when there is one
-        # (the inbound HTTP manager trusts no hops), else the peer address.
+        # HTTP-only (istiod drops it from TCP filters). remote_ip is the last X-Forwarded-For entry when
+        # there is one (the inbound HTTP manager trusts no hops), else the peer address.
+        _http_only(ctx, key)
         address = ctx.caller.ip
-        if not ctx.tcp:
-            xff = _header(ctx, "x-forwarded-for")
-            if xff is False:
-                ctx.needs.append("X-Forwarded-For")
-                _in_cidr(ctx, value, "0.0.0.0", "X-Forwarded-For")  # still validate the value
-                return None
-            if isinstance(xff, str):
-                address = xff.split(",")[-1].strip()
+        xff = _header(ctx, "x-forwarded-for")
+        if xff is False:
+            ctx.needs.append("X-Forwarded-For")
+            _in_cidr(ctx, value, "0.0.0.0", "X-Forwarded-For")  # still validate the value
+            return None
+        if isinstance(xff, str):
+            address = xff.split(",")[-1].strip()
         return _in_cidr(ctx, value, address, "the caller's IP")
     if key in ("ports", "destination.port"):
         return _port(value) == ctx.request.port

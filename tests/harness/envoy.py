@@ -68,6 +68,7 @@ T_DOWNSTREAM_TLS = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v
 T_RAW_BUFFER = "type.googleapis.com/envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer"
 T_HCM = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
 T_ROUTER = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
+T_TCP_PROXY = "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy"
 T_TLS_INSPECTOR = "type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector"
 T_FILE_LOG = "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog"
 T_PREVIOUS_HOSTS = "type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"
@@ -170,6 +171,9 @@ class _AppHandler(http.server.BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
+    # Any method gets the same answer: authorization tests send POST, DELETE, ... through the sidecars.
+    do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_GET
+
     def log_message(self, format: str, *args: Any) -> None:  # silence stderr
         pass
 
@@ -270,10 +274,16 @@ class Sidecar:
     inbound_app_port: int | None = None  # None: the Mesh's app server
     outbound: Sequence[OutboundCluster] = ()
     labels: dict[str, str] = field(default_factory=dict)  # extra: node metadata LABELS; "app" names node.cluster
+    inbound_protocol: str = "http"  # "tcp": the inbound chains proxy TCP (tcp_proxy) instead of HTTP
+    # Authorization filters for the inbound chains, as istiod writes them (RBAC, ext_authz), built from the
+    # inbound port once it is allocated: HTTP filters before the router, or network filters before tcp_proxy.
+    inbound_authz: Callable[[int], Sequence[dict[str, Any]]] | None = None
 
     def __post_init__(self) -> None:
         if self.inbound_mode is not None and self.inbound_mode not in _MODES_IN:
             raise ValueError(f"Sidecar.inbound_mode must be one of {_MODES_IN} or None")
+        if self.inbound_protocol not in ("http", "tcp"):
+            raise ValueError("Sidecar.inbound_protocol must be 'http' or 'tcp'")
         names = [c.name for c in self.outbound]
         dupes = {n for n in names if names.count(n) > 1}
         if dupes:
@@ -925,7 +935,10 @@ class RunningSidecar:
                     ],
                     "validate_clusters": False,
                 },
-                "http_filters": [{"name": "envoy.filters.http.router", "typed_config": {"@type": T_ROUTER}}],
+                "http_filters": [
+                    *self._inbound_authz(port),
+                    {"name": "envoy.filters.http.router", "typed_config": {"@type": T_ROUTER}},
+                ],
                 "access_log": [_file_log(self.access_log_path)],
                 "server_name": "istio-envoy",
                 "use_remote_address": False,
@@ -934,6 +947,23 @@ class RunningSidecar:
                 "set_current_client_cert_details": {"subject": True, "dns": True, "uri": True},
             },
         }
+
+    def _inbound_authz(self, port: int) -> list[dict[str, Any]]:
+        return list(self.spec.inbound_authz(port)) if self.spec.inbound_authz else []
+
+    def _inbound_filters(self, port: int) -> list[dict[str, Any]]:
+        if self.spec.inbound_protocol == "http":
+            return [self._inbound_hcm(port)]
+        tcp_proxy = {
+            "name": "envoy.filters.network.tcp_proxy",
+            "typed_config": {
+                "@type": T_TCP_PROXY,
+                "stat_prefix": f"inbound|{port}||",
+                "cluster": f"inbound|{port}||",
+                "access_log": [_file_log(self.access_log_path)],
+            },
+        }
+        return [*self._inbound_authz(port), tcp_proxy]
 
     def _inbound_listener(self) -> dict[str, Any]:
         port = self.inbound_port
@@ -955,7 +985,7 @@ class RunningSidecar:
                 {
                     "name": chain_name,
                     "filter_chain_match": match,
-                    "filters": [self._inbound_hcm(port)],
+                    "filters": self._inbound_filters(port),
                     "transport_socket": {
                         "name": "envoy.transport_sockets.tls",
                         "typed_config": {
@@ -981,7 +1011,7 @@ class RunningSidecar:
                 {
                     "name": chain_name,
                     "filter_chain_match": {"destination_port": port, "transport_protocol": "raw_buffer"},
-                    "filters": [self._inbound_hcm(port)],
+                    "filters": self._inbound_filters(port),
                 }
             )
         return {
