@@ -26,6 +26,7 @@ EXPECTED = {
     "injection-disabled": ("warning", "Namespace", "", "team"),
     "ambient-workload": ("info", "Namespace", "", "app"),
     "proxy-not-synced": ("error", "Pod", "app", "nacked-8a9b1c2d3-mmmmm"),
+    "envoy-config-rejected": ("error", "Pod", "app", "nacked-8a9b1c2d3-mmmmm"),
     "mixed-sidecar-service": ("error", "Service", "app", "web"),
     "peerauthn-effective": ("info", "PeerAuthentication", "team", "default"),
     "peerauthn-overridden": ("warning", "PeerAuthentication", "team", "default"),

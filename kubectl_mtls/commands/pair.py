@@ -142,17 +142,35 @@ def _server(
     entry = next((e for e in inbound if e["port"] == tport), None) or next(
         (e for e in inbound if e["port"] is None), None
     )
+    if entry is None and _rejected_inbound(ctx, pod):
+        return tport, "REJECTED", policy
     return tport, entry["mode"] if entry else None, policy
 
 
-def _enforced_text(enforced: str | None) -> str:
-    return "has no sidecar" if enforced == "NO_SIDECAR" else f"sidecar enforces {enforced}"
+def _rejected_inbound(ctx: Context, pod: dict[str, Any]) -> str | None:
+    """Envoy's error text when it rejected the pod's `virtualInbound` and no earlier version serves."""
+    proxy = ctx.proxy(pod)
+    for item in (proxy.model.get("rejected") or []) if proxy else []:
+        if item["type"] == "listener" and item["name"] == "virtualInbound" and not item["active"]:
+            return str(item["error"])
+    return None
+
+
+def _enforced_text(ctx: Context, pod: dict[str, Any], enforced: str | None) -> str:
+    if enforced == "NO_SIDECAR":
+        return "has no sidecar"
+    if enforced == "REJECTED":
+        return (
+            "has no inbound listener, so it refuses every connection (Envoy rejected virtualInbound: "
+            f"{_rejected_inbound(ctx, pod)})"
+        )
+    return f"sidecar enforces {enforced}"
 
 
 def _plaintext_refused(
     ctx: Context, dst: Destination, service_port: dict[str, Any] | None, port: int, pods: list[dict[str, Any]]
-) -> tuple[list[tuple[str, int | None, str | None, str]], list[str]]:
-    """Of the pods that receive plaintext: (pod, port, enforced, policy) of those that refuse it, and
+) -> tuple[list[tuple[str, int | None, str, str]], list[str]]:
+    """Of the pods that receive plaintext: (pod, port, what it enforces in words, policy) of those that refuse it, and
     the pods whose inbound mode was not read."""
     refused, unknown = [], []
     for pod in pods:
@@ -160,7 +178,7 @@ def _plaintext_refused(
         ok = automtls.accepts(enforced, "plaintext")
         ref = "/".join(key_of(pod))
         if ok is False:
-            refused.append((ref, tport, enforced, policy))
+            refused.append((ref, tport, _enforced_text(ctx, pod, enforced), policy))
         elif ok is None:
             unknown.append(ref)
     return refused, unknown
@@ -237,7 +255,7 @@ def walk(
                     "sidecar",
                     False,
                     f"{src_ref} has no sidecar (absent): it sends plaintext without an identity, and {ref} port "
-                    f"{tport} {_enforced_text(enforced)} (policy {policy})",
+                    f"{tport} {enforced} (policy {policy})",
                     inject_src,
                     sidecar=kind,
                     refused_by=[r[0] for r in refused],
@@ -319,14 +337,14 @@ def walk(
         )
         refused, unknown = _plaintext_refused(ctx, dst, service_port, port, dst.pods)
         if refused or unknown:
-            ref, tport, enforced, policy = refused[0] if refused else (unknown[0], port, None, "")
+            ref, tport, enforced, policy = refused[0] if refused else (unknown[0], port, "", "")
             done(
                 step(
                     "client-tls",
                     False if refused else None,
                     f"no Service selects {dst.label}: calls to its pod IP leave through the passthrough cluster in "
                     + (
-                        f"plaintext, and {ref} port {tport} {_enforced_text(enforced)} (policy {policy})"
+                        f"plaintext, and {ref} port {tport} {enforced} (policy {policy})"
                         if refused
                         else f"plaintext; whether {ref} accepts it is not known"
                     ),
@@ -347,6 +365,24 @@ def walk(
     svc_ns, svc_name = key_of(dst.service)
     host = _fqdn(svc_ns, svc_name)
     clusters = [c for c in src_proxy.model["clusters"] if c["host"] == host and c["port"] == port]
+    rejected = [
+        r
+        for r in src_proxy.model.get("rejected") or []
+        if r["type"] == "cluster" and r["name"].startswith(f"outbound|{port}|") and r["name"].endswith(f"|{host}")
+    ]
+    if rejected and not clusters:
+        done(
+            step(
+                "client-tls",
+                False,
+                f"Envoy rejected cluster {rejected[0]['name']}: calls from {src_ref} to {host}:{port} fail. "
+                f"Envoy: {rejected[0]['error']}",
+                f"kubectl get envoyfilter -A   # then: kubectl mtls check pod {src_name} -n {src_ns}",
+                cluster=rejected[0]["name"],
+                error=rejected[0]["error"],
+            )
+        )
+        return result
     if not clusters:
         done(
             step(
@@ -418,7 +454,7 @@ def walk(
                 step(
                     "client-tls",
                     False,
-                    f"{failure}, but {ref} port {tport} {_enforced_text(enforced)} (policy {policy}): "
+                    f"{failure}, but {ref} port {tport} {enforced} (policy {policy}): "
                     "it refuses plaintext",
                     fix,
                     cluster=cluster["name"],
@@ -584,14 +620,20 @@ def _server_mode(
                 hint = edit_policy(
                     "peerauthentication", decided.namespace, decided.name, "mtls.mode: STRICT (or PERMISSIVE)"
                 )
+            elif enforced == "REJECTED":  # Envoy refused the listener: the config that produced it is wrong
+                hint = f"kubectl mtls check pod {key_of(pod)[1]} -n {key_of(pod)[0]}   # envoy-config-rejected"
             else:  # the policy accepts mTLS but the sidecar does not yet: its config is old
                 hint = restart_pod(pod, *key_of(pod))
+            cause = (
+                "it does not accept mTLS (it takes only plaintext, so every TLS connection SRC opens is closed)"
+                if enforced != "REJECTED"
+                else "nothing accepts the connection"
+            )
             steps.append(
                 step(
                     "server-mode",
                     False,
-                    f"{ref} port {tport}: {_enforced_text(enforced)}, policy says {policy}: it does not accept mTLS "
-                    "(it takes only plaintext, so every TLS connection SRC opens is closed)",
+                    f"{ref} port {tport}: {_enforced_text(ctx, pod, enforced)}, policy says {policy}: {cause}",
                     hint,
                     port=tport,
                     enforced=enforced,

@@ -32,10 +32,12 @@ def endpoint_labelled_istio(has_sidecar: bool, labels: dict[str, str], server_mo
 
 
 def accepts(enforced: str | None, sends: str) -> bool | None:
-    """Does a server enforcing `enforced` (inbound mode, or "NO_SIDECAR") take `sends` ("mtls" or
+    """Does a server enforcing `enforced` (inbound mode, "NO_SIDECAR", "REJECTED") take `sends` ("mtls" or
     "plaintext")? None when what it enforces is not known."""
     if enforced == "NO_SIDECAR":
         return sends == "plaintext"
+    if enforced == "REJECTED":  # Envoy rejected the inbound listener: nothing listens
+        return False
     table = {
         "STRICT": {"mtls": True, "plaintext": False},
         "PERMISSIVE": {"mtls": True, "plaintext": True},

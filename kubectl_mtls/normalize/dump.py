@@ -36,6 +36,8 @@ class Sections:
     warming_clusters: list[str] = field(default_factory=list)
     listeners: list[JSON] = field(default_factory=list)
     listener_errors: list[str] = field(default_factory=list)
+    # resources Envoy rejected (`error_state`): {type, name, error, last_update_attempt, version_info, active}
+    rejected: list[JSON] = field(default_factory=list)
     secrets: list[JSON] = field(default_factory=list)  # {name, status, version_info, last_updated, secret}
     # cluster name -> endpoint `filter_metadata` maps, from EDS (`include_eds`)
     endpoints: dict[str, list[JSON]] = field(default_factory=dict)
@@ -65,6 +67,7 @@ def _add_clusters(out: Sections, dump: JSON) -> None:
     for key in CLUSTER_KEYS:
         for entry in items(dump, key):
             cluster = obj(entry, "cluster")
+            _add_rejected(out, "cluster", entry, bool(cluster) and key != "dynamic_warming_clusters")
             if not cluster:
                 continue
             if key == "dynamic_warming_clusters":
@@ -90,14 +93,38 @@ def _add_listeners(out: Sections, dump: JSON) -> None:
         if listener:
             out.listeners.append(listener)
     for entry in items(dump, "dynamic_listeners"):
-        name = text(entry, "name")
         active = obj(entry, "active_state", "listener")
         if active:
             out.listeners.append(active)
-        error = obj(entry, "error_state")
-        if error:
-            detail = text(error, "details") or "rejected"
-            out.listener_errors.append(f"listener {name}: {detail}")
+        rejected = _add_rejected(out, "listener", entry, bool(active))
+        if rejected is not None:
+            out.listener_errors.append(f"listener {rejected['name']}: {rejected['error']}")
+
+
+def _add_rejected(out: Sections, kind: str, entry: JSON, active: bool) -> JSON | None:
+    """A DynamicListener's / DynamicCluster's `error_state` (UpdateFailureState): Envoy rejected the
+    resource and says why in `details`. Envoy may list one failure twice, once without a name: the
+    name is then the failed configuration's own."""
+    error = obj(entry, "error_state")
+    if not error:
+        return None
+    name = text(entry, "name") or text(obj(error, "failed_configuration"), "name")
+    detail = " ".join((text(error, "details") or "rejected, no details").split())
+    found = {
+        "type": kind,
+        "name": name,
+        "error": detail,
+        "last_update_attempt": text(error, "last_update_attempt") or None,
+        "version_info": text(error, "version_info") or None,
+        "active": active,  # an earlier version of it still serves
+    }
+    for seen in out.rejected:
+        if (seen["type"], seen["name"], seen["error"]) == (kind, name, detail):
+            seen["active"] = seen["active"] or active
+            seen["last_update_attempt"] = seen["last_update_attempt"] or found["last_update_attempt"]
+            return None
+    out.rejected.append(found)
+    return found
 
 
 def _add_endpoints(out: Sections, dump: JSON) -> None:

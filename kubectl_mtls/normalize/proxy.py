@@ -63,6 +63,7 @@ def build(
         "secrets": [],
         "clusters": [],
         "inbound": [],
+        "rejected": [],
         "incomplete": incomplete,
     }
     proxy = Proxy(model=model, pod=pod)
@@ -117,6 +118,7 @@ def build(
             note("outbound", f"cluster {name} is warming (not yet accepted)")
     else:
         unknown("outbound", "the dump has no clusters section: outbound TLS unknown")
+    model["rejected"] = list(sections.rejected)
     if "listeners" in sections.seen:
         model["inbound"] = normalize_inbound(sections.listeners)
         for said in sections.listener_errors:

@@ -55,6 +55,7 @@ __all__ = [
     "find_envoy",
     "free_port",
     "http_get",
+    "invalid_lua_listener",
 ]
 
 ISTIO_VERSION = "1.28.0"
@@ -69,6 +70,7 @@ T_RAW_BUFFER = "type.googleapis.com/envoy.extensions.transport_sockets.raw_buffe
 T_HCM = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
 T_ROUTER = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
 T_TCP_PROXY = "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy"
+T_LUA = "type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua"
 T_TLS_INSPECTOR = "type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector"
 T_FILE_LOG = "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog"
 T_PREVIOUS_HOSTS = "type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"
@@ -296,6 +298,27 @@ class Sidecar:
     @property
     def node_id(self) -> str:
         return f"sidecar~127.0.0.1~{self.pod}.{self.namespace}~{self.namespace}.svc.cluster.local"
+
+
+def invalid_lua_listener(name: str, port: int) -> dict[str, Any]:
+    """A listener Envoy rejects: an EnvoyFilter-style Lua filter whose `default_source_code` has no
+    specifier (what ../shared/corpus/realworld/dsb-istio-1.18.2-sidecar-lds-nack shows)."""
+    hcm = {
+        "@type": T_HCM,
+        "stat_prefix": "inbound",
+        "route_config": {},
+        "http_filters": [
+            {"name": "envoy.filters.http.lua", "typed_config": {"@type": T_LUA, "default_source_code": {}}}
+        ],
+    }
+    return {
+        "name": name,
+        "address": _addr(port),
+        "filter_chains": [
+            {"filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}]}
+        ],
+        "traffic_direction": "INBOUND",
+    }
 
 
 # --------------------------------------------------------------------------------------------------
@@ -528,6 +551,34 @@ class RunningSidecar:
                 )
             time.sleep(0.02)
         return changed
+
+    def push_rejected(
+        self, listeners: Sequence[dict[str, Any]] = (), clusters: Sequence[dict[str, Any]] = (), timeout: float = 10.0
+    ) -> None:
+        """Serve one more LDS and/or CDS version with these resources (meant to be invalid) added, or
+        replacing the ones of the same name, as istiod would push them, and wait until Envoy rejects the
+        update (NACK): its config dump then shows each listener's ``error_state`` with Envoy's own text."""
+        for path, extra, counter in (
+            (self.lds_path, listeners, "listener_manager.lds.update_rejected"),
+            (self.cds_path, clusters, "cluster_manager.cds.update_rejected"),
+        ):
+            if not extra:
+                continue
+            before = self.stat(counter)
+            current = json.loads(path.read_text())
+            kind = T_LISTENER if path == self.lds_path else T_CLUSTER
+            current["version_info"] = _version()
+            names = {x.get("name") for x in extra}  # a resource of the same name is replaced, as istiod would
+            kept = [r for r in current["resources"] if r.get("name") not in names]
+            current["resources"] = [*kept, *({"@type": kind, **x} for x in extra)]
+            _atomic_write(path, json.dumps(current, indent=1).encode())
+            deadline = time.monotonic() + timeout
+            while self.stat(counter) == before:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(
+                        f"{self.spec.pod}: {counter} still {before} after {timeout}s\n{_tail(self.envoy_log())}"
+                    )
+                time.sleep(0.02)
 
     def stop(self) -> None:
         """SIGTERM by PID, SIGKILL after 5 s. Idempotent."""

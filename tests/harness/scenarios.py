@@ -10,7 +10,7 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any
 
-from harness.envoy import Mesh, OutboundCluster, RunningSidecar, Sidecar
+from harness.envoy import Mesh, OutboundCluster, RunningSidecar, Sidecar, invalid_lua_listener
 from harness.pki import Issued, make_root, make_workload, spiffe_id
 
 NAMESPACE = "shop"
@@ -435,8 +435,11 @@ def broken_world(mesh: Mesh, now: dt.datetime | None = None) -> CheckWorld:
     )
     probe["spec"]["containers"][0]["readinessProbe"] = {"httpGet": {"path": "/healthz", "port": 8080}}
     _serve(w, "app", probe, web)
-    for name in ("lagging-7f8a9b1c2-lllll", "nacked-8a9b1c2d3-mmmmm"):
-        _serve(w, "app", p("app", name, "web", "web"), web)
+    _serve(w, "app", p("app", "lagging-7f8a9b1c2-lllll", "web", "web"), web)
+    # Envoy rejected its latest virtualInbound (proxy-status LDS ERROR): envoy-config-rejected
+    nacked = sidecar("app", "nacked-8a9b1c2d3-mmmmm", "web", cert("web"), [current])
+    nacked.push_rejected(listeners=[invalid_lua_listener("virtualInbound", nacked.inbound_port or 0)])
+    _serve(w, "app", p("app", "nacked-8a9b1c2d3-mmmmm", "web", "web"), nacked)
     # No sidecar although STRICT applies, behind Service web: sidecar-missing + mixed-sidecar-service.
     w.objects.append(p("app", "legacy-9b1c2d3e4-nnnnn", "web", "default", sidecar="absent"))
     ambient = pod_object("app", "mesh-less-1c2d3e4f5-ooooo", "ambient", "default", sidecar="absent")
