@@ -23,6 +23,7 @@ AREAS = (
     "traffic rules",
     "authorization",
     "probes",
+    "ambient",
     "logs",
 )
 

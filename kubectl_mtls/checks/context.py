@@ -10,6 +10,7 @@ from datetime import datetime
 from functools import cached_property
 from typing import Any, TypeVar
 
+from ..commands.gather_ambient import AmbientMesh
 from ..errors import GatherError, InputError, MtlsError, NoClusterError, NotFoundError
 from ..istio import destinationrule, peerauthn
 from ..labelindex import LabeledIndex, SelectorIndex, string_labels
@@ -33,13 +34,15 @@ OBJECT_INPUTS = (
     "authorizationpolicies",
     "configmaps",
     "secrets",
+    "networkpolicies",
+    "gateways",
 )
 # What a sidecar's dump may leave unknown (Proxy.unknown): a check reading one of these skips the
 # proxies that lack it, and does not run at all when no proxy has it.
 PROXY_ASPECTS = ("certificates", "outbound", "inbound")
 # `logs` = any log was read; `proxy-logs` / `istiod-logs` = that kind was.
 LOG_INPUTS = ("logs", "proxy-logs", "istiod-logs")
-INPUTS = ("pods", *OBJECT_INPUTS, "proxies", *PROXY_ASPECTS, "proxy-status", *LOG_INPUTS)
+INPUTS = ("pods", *OBJECT_INPUTS, "proxies", *PROXY_ASPECTS, "proxy-status", *LOG_INPUTS, "ztunnels", "ztunnel-logs")
 
 
 @dataclass
@@ -99,6 +102,7 @@ class Context:
         self.proxy_logs: dict[tuple[str, str], str] = {}
         self.istiod_logs: dict[str, str] = {}
         self._objects: dict[str, list[dict[str, Any]]] = {}
+        self.ambient = AmbientMesh(source, now, options.concurrency)
         self._effective: dict[tuple[str, str], peerauthn.Effective] = {}
         self._indexes: dict[str, Any] = {}  # built on first use from the listed objects; see _index
 
@@ -123,6 +127,8 @@ class Context:
                 self._load_proxy_status()
             if needed & set(LOG_INPUTS):
                 self._load_logs()
+            if "ztunnels" in needed or "ztunnel-logs" in needed:
+                self._load_ambient("ztunnel-logs" in needed)
             if proxies is not None:
                 proxies.result()
 
@@ -226,6 +232,20 @@ class Context:
             )
         if not self.proxy_logs and not self.istiod_logs:
             self.unavailable["logs"] = "no log could be read"
+
+    def _load_ambient(self, logs: bool) -> None:
+        """The ztunnels, only when some pod of the scope is ambient (see commands.gather_ambient)."""
+        labels = {name: labels_of(ns) for name, ns in self.namespaces.items()}
+        self.ambient.load(self.pods, self.targets, labels, logs, self.options.tail)
+        for what, why in self.ambient.notes:
+            self.note(what, why)
+        for proxy in self.ambient.proxies.values():
+            for note in proxy.model["incomplete"]:
+                self.note(f"pod {proxy.ref}", note)
+        if self.ambient.unavailable:
+            self.unavailable["ztunnels"] = self.ambient.unavailable
+        if logs and self.ambient.enrolment and not self.ambient.logs:
+            self.unavailable["ztunnel-logs"] = "no ztunnel log could be read"
 
     # -- lookups ----------------------------------------------------------------------------------
     def available(self, name: str) -> bool:

@@ -270,7 +270,8 @@ def proxy_not_synced(ctx: Context) -> Iterator[Finding]:
     title="no Service selects pods both with and without sidecars",
     reads=("pods", "services", "peerauthentications"),
     explain="""
-What it looks at: Services whose selector matches running pods with a sidecar and pods without one.
+What it looks at: Services whose selector matches running pods in the mesh (a sidecar, or captured by
+ztunnel in ambient mode) and pods outside it.
 
 Why it breaks mTLS: the same service name leads to some endpoints that speak mTLS and some that do
 not. Under STRICT the sidecar-less endpoints accept plaintext from anyone, and callers forcing
@@ -287,9 +288,11 @@ def mixed_sidecar_service(ctx: Context) -> Iterator[Finding]:
         ns, name = key_of(svc)
         if ns not in namespaces or ctx.exempt(ns):
             continue
-        pods = [p for p in ctx.pods_of(svc) if ctx.running(p) and podinfo.sidecar_kind(p) != "ambient"]
-        with_sidecar = [p for p in pods if podinfo.has_envoy(p)]
-        without = [p for p in pods if not podinfo.has_envoy(p)]
+        pods = [p for p in ctx.pods_of(svc) if ctx.running(p)]
+        # In the mesh: a sidecar, or captured by ztunnel (ambient pods speak HBONE, which is mTLS).
+        with_sidecar = [p for p in pods if podinfo.has_envoy(p) or podinfo.sidecar_kind(p) == "ambient"]
+        meshed = {id(p) for p in with_sidecar}
+        without = [p for p in pods if id(p) not in meshed]
         if not with_sidecar or not without:
             continue
         strict = any(ctx.effective(p).mode == "STRICT" for p in with_sidecar)

@@ -203,3 +203,61 @@ def _waypoints(view: ZtunnelView | None, workload: dict[str, Any] | None) -> dic
             if workload["uid"] in service["endpoint_uids"] and service["waypoint"]:
                 services.append({"service": service["hostname"], **service["waypoint"]})
     return {"workload": workload["waypoint"] if workload else None, "services": services}
+
+
+class AmbientMesh:
+    """What the ambient checks read: the ztunnels' views, the enrolled pods' models, ztunnel logs.
+
+    Built only when the scope has ambient pods, so a sidecar-only mesh costs no ztunnel call."""
+
+    def __init__(self, source: Source, now: datetime, workers: int = WORKERS) -> None:
+        self.reader = Ambient(source, now, workers)
+        self.enrolment: dict[tuple[str, str], str] = {}  # every pod of the scope that belongs to ambient
+        self.proxies: dict[tuple[str, str], Proxy] = {}  # enrolled target pods' models
+        self.views: list[ZtunnelView] = []
+        self.logs: dict[tuple[str, str], str] = {}  # ztunnel (ns, pod) -> log text
+        self.notes: list[tuple[str, str]] = []  # (what, why) that could not be read
+        self.unavailable: str | None = None
+
+    def load(
+        self,
+        pods: list[dict[str, Any]],
+        targets: list[dict[str, Any]],
+        namespace_labels: dict[str, dict[str, str]],
+        logs: bool = False,
+        tail: int = 500,
+    ) -> None:
+        for pod in pods:
+            ns, name = podinfo.name_of(pod)
+            why = podinfo.ambient_enrolment(pod, namespace_labels.get(ns))
+            if why is not None:
+                self.enrolment[(ns, name)] = why
+        wanted = [p for p in targets if podinfo.name_of(p) in self.enrolment]
+        if not self.enrolment:
+            return
+        self.views = self.reader.views()
+        for what, why in self.reader.failures:
+            self.notes.append((f"ztunnel {what}", why))
+        if self.reader.pods_error:
+            self.notes.append(("ztunnel pods", self.reader.pods_error))
+        if not self.views:
+            self.unavailable = self.reader.unreadable() or "no ztunnel pod found (label app=ztunnel)"
+            if not self.reader.pods_error and not self.reader.failures:
+                self.notes.append(("ztunnels", self.unavailable))
+            return
+        for pod in wanted:
+            ns, name = podinfo.name_of(pod)
+            try:
+                self.proxies[(ns, name)] = ambient_proxy(self.reader, ns, name, pod, self.enrolment[(ns, name)])
+            except MtlsError as exc:
+                self.notes.append((f"pod {ns}/{name}", str(exc)))
+        if logs:
+            for pod in self.reader.ztunnel_pods():
+                ns, name = podinfo.name_of(pod)
+                try:
+                    self.logs[(ns, name)] = self.reader.source.pod_log(ns, name, "istio-proxy", tail)
+                except MtlsError as exc:
+                    self.notes.append((f"ztunnel log of {ns}/{name}", str(exc)))
+
+    def view_of_node(self, node: str | None) -> ZtunnelView | None:
+        return next((v for v in self.views if node and v.node == node), None)
