@@ -167,10 +167,15 @@ def rootdiff_verdict(
                 f"{side.ref} has no istio-proxy sidecar, so it neither presents nor verifies Istio certificates",
                 inject_sidecar(side.pod, ns, side.model["pod"], (namespace_labels or {}).get(ns)),
             )
-        if kind == "ambient":
+        if kind == "ambient" and not (side.chain and side.roots):  # its node's ztunnel holds them
+            ztunnel = str((side.model.get("ambient") or {}).get("ztunnel") or "")
+            zns, _, zpod = ztunnel.partition("/")
             return (
-                f"{side.ref} is an ambient pod: ztunnel holds its certificates, there is no sidecar to compare",
-                f"istioctl ztunnel-config certificates -n {side.model['namespace']}",
+                f"{side.ref} is an ambient pod and its node's ztunnel ({ztunnel or 'not read'}) holds no "
+                "certificate for its identity",
+                f"istioctl ztunnel-config certificates {zpod}.{zns}"
+                if ztunnel
+                else "kubectl get pods -n istio-system -l app=ztunnel -o wide",
             )
         if not side.chain or not side.roots:
             missing = "workload certificate (secret default)" if not side.chain else "roots (secret ROOTCA)"

@@ -211,7 +211,10 @@ def test_ambient_webhook_under_strict_and_disable(tmp_path: Path) -> None:
             "kind": "ValidatingWebhookConfiguration",
             "metadata": {"name": "server-validator"},
             "webhooks": [
-                {"name": "validate.shop.io", "clientConfig": {"service": {"namespace": NS, "name": "server"}}}
+                {
+                    "name": "validate.shop.io",
+                    "clientConfig": {"service": {"namespace": NS, "name": "server", "port": 8080}},
+                }
             ],
         },
     ]

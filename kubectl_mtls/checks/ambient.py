@@ -6,9 +6,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from ..commands.fixes import restart_command
+from ..fixes import restart_pod
 from ..istio import networkpolicy as netpol
-from ..model import Proxy, ProxyModel
 from ..normalize import pod as podinfo
 from ..normalize.certs import parse_rfc3339
 from ..normalize.ztunnel import HBONE_PORT, ZtunnelView
@@ -22,9 +21,7 @@ USE_WAYPOINT_NS = "istio.io/use-waypoint-namespace"
 
 
 def _restart(pod: dict[str, Any]) -> str:
-    ns, name = key_of(pod)
-    model: ProxyModel = {"pod": name, "namespace": ns}  # type: ignore[typeddict-item]
-    return restart_command(Proxy(model=model, pod=pod))
+    return restart_pod(pod, *key_of(pod))
 
 
 def _is_gateway(pod: dict[str, Any]) -> bool:
