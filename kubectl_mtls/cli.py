@@ -119,6 +119,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .streams import guard_stdout
 
     guard_stdout()  # stdout closed, full or a closed pipe: the exit code still tells what was found
+    from .terminal import fit_streams
+
+    fit_streams()  # a terminal that is not UTF-8 gets ASCII marks instead of an encoding error
     args_list = list(sys.argv[1:] if argv is None else argv)
     if args_list[:1] == ["__complete"]:  # shell completion (see completion.py); never parsed as a command
         from .completion import main as complete

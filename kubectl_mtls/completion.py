@@ -219,7 +219,12 @@ def positional(position: Position, current: str) -> Answer:
         return Answer([])
     if action.choices is not None:
         return Answer([str(c) for c in action.choices if str(c).startswith(current)])
+    if action.dest == "check":  # explain CHECK
+        return Answer(check_slugs(current))
     kind = kind_of(action, position)
+    pair_destination = position.path[-1:] == ["check"] and position.words[:1] == ["pair"] and len(position.words) == 2
+    if kind == "pod" and pair_destination:  # check pair SRC DST: DST may be a Service
+        return lookup(lambda: services(position, current) + pods(position, current))
     if kind == "pod":
         return lookup(lambda: pods(position, current))
     if kind == "namespace":
@@ -264,6 +269,8 @@ def values_of(action: argparse.Action, current: str, position: Position) -> Answ
     if action.choices is not None:
         return Answer([str(c) for c in action.choices if str(c).startswith(current)])
     dest = action.dest
+    if dest == "ignore":  # --ignore CHECK[:NS/NAME]
+        return Answer(check_slugs(current))
     if dest == "namespace" or dest.endswith("_namespace"):
         return lookup(lambda: namespaces(position, current))
     if dest in ("context", "cluster", "user"):
@@ -331,11 +338,38 @@ def namespaces(position: Position, current: str) -> list[str]:
     return sorted({n for n in names if n and n.startswith(current)})
 
 
-def pods(position: Position, current: str) -> list[str]:
+def check_slugs(current: str) -> list[str]:
+    from .checks.base import all_checks
+
+    return [c.slug for c in all_checks() if c.slug.startswith(current)]
+
+
+def services(position: Position, current: str) -> list[str]:
+    """`svc/NAME` of the namespace's Services (check pair's destination)."""
     from .commands.common import open_source
+
+    if current and not ("svc/".startswith(current) or current.startswith("svc/")):
+        return []
+    args = source_args(position)
+    source = open_source(args)
+    namespace = getattr(args, "namespace", None) or source.default_namespace()
+    refs = [f"svc/{n}" for n in _names(source.list_objects("services", namespace))]
+    return [ref for ref in refs if ref.startswith(current)]
+
+
+def pods(position: Position, current: str) -> list[str]:
+    """Pods (POD, NAMESPACE/POD) and the workloads that run them (deploy/NAME, sts/NAME, ds/NAME)."""
+    from .commands.common import open_source
+    from .commands.targets import SHORT, WORKLOAD_KINDS, workload_of
 
     args = source_args(position)
     source = open_source(args)
+    kind_word, slash, prefix = current.partition("/")
+    if slash and kind_word in WORKLOAD_KINDS:  # deploy/NAME in -n's namespace
+        namespace = getattr(args, "namespace", None) or source.default_namespace()
+        kind = WORKLOAD_KINDS[kind_word]
+        names = {w[1] for p in source.list_pods(namespace) if (w := workload_of(p)) is not None and w[0] == kind}
+        return [f"{kind_word}/{n}" for n in sorted(names) if n.startswith(prefix)]
     if "/" in current:  # NAMESPACE/POD
         namespace, _, prefix = current.partition("/")
         return [f"{namespace}/{n}" for n in _names(source.list_pods(namespace)) if n.startswith(prefix)]
@@ -343,7 +377,9 @@ def pods(position: Position, current: str) -> list[str]:
         refs = [f"{meta.get('namespace')}/{meta.get('name')}" for meta in _metas(source.list_pods(None))]
         return [ref for ref in refs if ref.startswith(current)]
     namespace = getattr(args, "namespace", None) or source.default_namespace()
-    return [n for n in _names(source.list_pods(namespace)) if n and n.startswith(current)]
+    listed = source.list_pods(namespace)
+    workloads = {f"{SHORT[w[0]]}/{w[1]}" for p in listed if (w := workload_of(p)) is not None}
+    return [n for n in [*_names(listed), *sorted(workloads)] if n and n.startswith(current)]
 
 
 def _metas(objects: list[dict[str, Any]]) -> list[dict[str, Any]]:

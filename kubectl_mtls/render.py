@@ -39,14 +39,15 @@ def query_error(exc: Exception) -> str:
     return first
 
 
-def to_yaml(data: Any) -> str:
+def to_yaml(data: Any, allow_unicode: bool = True) -> str:
     import yaml
 
     class Dumper(yaml.SafeDumper):
         pass
 
-    # Keep multi-line strings readable and key order as documented.
-    return yaml.dump(data, Dumper=Dumper, sort_keys=False, allow_unicode=True, default_flow_style=False)
+    # Keep multi-line strings readable and key order as documented; without unicode (a terminal that is
+    # not UTF-8), YAML's own escapes keep the document exact.
+    return yaml.dump(data, Dumper=Dumper, sort_keys=False, allow_unicode=allow_unicode, default_flow_style=False)
 
 
 def _plain(value: Any) -> str:
@@ -104,10 +105,14 @@ def _emit(data: Any, output: str, query: str | None, table: Callable[[Any, bool]
         return
     if output == "json":
         from . import jsonutil  # orjson: imported when JSON is printed, not for `version`
+        from .terminal import can_encode, json_ascii
 
-        _write(stream, jsonutil.dumps(data).decode() + "\n")
+        text = jsonutil.dumps(data).decode()
+        _write(stream, (text if can_encode(stream, "\u00e9\u221a") else json_ascii(text)) + "\n")
     elif output == "yaml":
-        _write(stream, to_yaml(data))
+        from .terminal import can_encode
+
+        _write(stream, to_yaml(data, allow_unicode=can_encode(stream, "\u00e9\u221a")))
     else:
         _write(stream, table(data, output == "wide"))
 

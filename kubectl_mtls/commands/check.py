@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from ..checks.base import AREAS, Check, all_checks
@@ -13,7 +14,7 @@ from .common import namespace_of, now, open_source, parse_span, pod_ref, positiv
 from .targets import did_you_mean, unknown_pod
 
 IGNORE_ANNOTATION = "mtls.kubectl.io/ignore"
-MARKS = {"ok": "√", "error": "×", "warning": "‼", "info": "·", "skipped": "?"}
+MARKS = {"ok": "√", "error": "×", "warning": "‼", "info": "·", "skipped": "?", "off": "-"}
 
 
 def register(sub: Any, output: argparse.ArgumentParser, source: argparse.ArgumentParser) -> None:
@@ -197,7 +198,10 @@ def run(args: argparse.Namespace) -> int:
     findings: list[dict[str, Any]] = []
     statuses: list[dict[str, str]] = []
     suppressed = 0
-    for item in selected:
+    for item in checks:
+        if item not in selected:  # a log check left out of a scan by choice: say so, and how to turn it on
+            statuses.append({"check": item.slug, "area": item.area, "status": "off", "enable": "--logs"})
+            continue
         missing = [name for name in item.reads if not ctx.available(name)]
         if missing:
             why = "; ".join(f"{name}: {ctx.unavailable[name]}" for name in missing)
@@ -252,7 +256,14 @@ def _evidence(evidence: dict[str, Any], wide: bool) -> str:
 
 
 def table(data: dict[str, Any], checks: dict[str, Check], style: Style, wide: bool) -> str:
-    paint = {"ok": style.ok, "error": style.error, "warning": style.warn, "info": lambda s: s, "skipped": style.warn}
+    paint: dict[str, Callable[[str], str]] = {
+        "ok": style.ok,
+        "error": style.error,
+        "warning": style.warn,
+        "info": lambda s: s,
+        "skipped": style.warn,
+        "off": lambda s: s,
+    }
     lines: list[str] = []
     for area in AREAS:
         statuses = [s for s in data["checks"] if s["area"] == area]
@@ -262,7 +273,8 @@ def table(data: dict[str, Any], checks: dict[str, Check], style: Style, wide: bo
         for status in statuses:
             item = checks[status["check"]]
             mark = paint[status["status"]](MARKS[status["status"]])
-            lines.append(f"{mark} {item.title} [{item.slug}]")
+            off = f" (skipped: scans read no logs; add {status['enable']})" if status["status"] == "off" else ""
+            lines.append(f"{mark} {item.title} [{item.slug}]{off}")
             for f in data["findings"]:
                 if f["check"] != item.slug:
                     continue
