@@ -260,9 +260,7 @@ def test_namespaces_outside_the_noted_ones_get_one_answer() -> None:
             service = rng.choice(NAMESPACES)
             noted = index.namespaces_of_note(fqdn) | {ROOT, service}
             answers = {
-                _who(index.select(fqdn, client, service))
-                for client in [*NAMESPACES, *outsiders]
-                if client not in noted
+                _who(index.select(fqdn, client, service)) for client in [*NAMESPACES, *outsiders] if client not in noted
             }
             assert len(answers) <= 1, (fqdn, noted, answers)
 

@@ -84,7 +84,11 @@ def labels_of(obj: dict[str, Any]) -> dict[str, str]:
 
 
 def key_of(obj: dict[str, Any]) -> tuple[str, str]:
-    return str(meta(obj).get("namespace") or ""), str(meta(obj).get("name") or "")
+    # Called for every pod by nearly every check: one metadata lookup, not two.
+    m = obj.get("metadata")
+    if not isinstance(m, dict):
+        return "", ""
+    return str(m.get("namespace") or ""), str(m.get("name") or "")
 
 
 class Context:

@@ -138,13 +138,30 @@ def fingerprint(cert: x509.Certificate) -> str:
     return cert.fingerprint(hashes.SHA256()).hex(":").upper()
 
 
+_DESCRIBED: dict[tuple[bytes, str | None], tuple[dict[str, Any], list[str]]] = {}
+
+
 def describe(cert: x509.Certificate, trust_domain: str | None = None) -> ParsedCert:
-    notes: list[str] = []
-    with warnings_as_notes(notes):
-        info = _info(cert)
-    if trust_domain is not None:
-        info["trust_domain"] = trust_domain
-    return ParsedCert(info=info, cert=cert, notes=notes)
+    """The model dict of one certificate. Cached by content: the root (and intermediates) that close
+    every sidecar's workload chain are described once per run, not once per pod."""
+    from cryptography.hazmat.primitives import hashes
+
+    key = (cert.fingerprint(hashes.SHA256()), trust_domain)
+    cached = _DESCRIBED.get(key)
+    if cached is None:
+        notes: list[str] = []
+        with warnings_as_notes(notes):
+            info = _info(cert)
+        if trust_domain is not None:
+            info["trust_domain"] = trust_domain
+        cached = (info, notes)
+        if len(_DESCRIBED) >= _BUNDLE_CACHE_SIZE:
+            _DESCRIBED.clear()
+        _DESCRIBED[key] = cached
+    info, notes = cached
+    # Callers annotate the info dicts (chain_verified) and the notes: hand out copies.
+    sans = {k: list(v) for k, v in info["sans"].items()}
+    return ParsedCert(info={**info, "sans": sans}, cert=cert, notes=list(notes))
 
 
 def _info(cert: x509.Certificate) -> dict[str, Any]:
