@@ -35,6 +35,8 @@ sys.path.insert(0, str(REPO / "tests"))
 from harness.pki import Issued, make_root, make_workload  # noqa: E402
 from harness.scenarios import pod_object, proxy_status_table  # noqa: E402
 
+from kubectl_mtls.sources.kinds import KINDS  # noqa: E402
+
 EXAMPLE = REPO / "examples" / "rotation"
 TEMPLATES = sorted((EXAMPLE / "proxies" / "shop").glob("*.json"))
 ROOT_NS = "istio-system"
@@ -271,7 +273,9 @@ class Mesh:
                 "data": {"mesh": "rootNamespace: istio-system\ntrustDomain: cluster.local\n"},
             },
         ]
-        for plural, items in {**self.objects, "configmaps": configmaps}.items():
+        # Every kind a check may read: the ones not generated are listed, and empty.
+        listed = {plural: [] for plural in KINDS} | self.objects | {"configmaps": configmaps}
+        for plural, items in listed.items():
             (kube / f"{plural}.json").write_bytes(orjson.dumps({"items": items}))
         rows = []
         for number, pod in enumerate(self.objects["pods"]):

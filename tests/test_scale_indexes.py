@@ -316,7 +316,8 @@ def reference_applies(policy: dict[str, Any], ns: str, pod_labels: dict[str, Any
 
 
 def random_pod(rng: random.Random, i: int) -> dict[str, Any]:
-    meta = {"name": f"pod{i}", "namespace": rng.choice(NAMESPACES), "labels": labels(rng)}
+    # Snapshots refuse labels that are not strings (tested with the label indexes above instead).
+    meta = {"name": f"pod{i}", "namespace": rng.choice(NAMESPACES), "labels": labels(rng, odd=False)}
     if rng.random() < 0.05:
         del meta["labels"]
     containers = [{"name": "app"}] + ([{"name": "istio-proxy"}] if rng.random() < 0.8 else [])
@@ -326,7 +327,7 @@ def random_pod(rng: random.Random, i: int) -> dict[str, Any]:
 def random_service(rng: random.Random, i: int) -> dict[str, Any]:
     body: dict[str, Any] = {"ports": [{"port": 80}]}
     if rng.random() < 0.9:
-        body["selector"] = labels(rng)
+        body["selector"] = labels(rng, odd=False)
     return {"kind": "Service", "metadata": {"name": f"svc{i % 6}", "namespace": rng.choice(NAMESPACES)}, "spec": body}
 
 
