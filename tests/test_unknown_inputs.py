@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from conftest import run_cli
-from test_trust_envoy import leaf, root, secrets_dump, write_secrets_snapshot
+from test_trust_envoy import Made, leaf, root, secrets_dump, write_secrets_snapshot
 
 STRICT_LISTENERS = [
     {
@@ -67,10 +67,11 @@ def test_split_dump_without_secrets_has_unknown_certificates_not_missing(tmp_pat
     for slug in ("cert-missing", "cert-expired", "cert-chain-untrusted", "root-mismatch"):
         assert status[slug] == "skipped", (slug, status[slug])
     whys = {i["what"]: i["why"] for i in data["incomplete"]}
-    assert "certificates: the dump has no secrets section" in whys["check cert-missing"]
+    assert "could not read certificates (the dump has no secrets section" in whys["check cert-missing"]
     # no kubernetes/: PeerAuthentications were not read, so nothing is said about policy
     assert status["peerauthn-effective"] == "skipped"
-    assert "kubernetes/peerauthentications.json" in whys["check peerauthn-effective"]
+    assert whys["check peerauthn-effective"] == "not run: could not read peerauthentications"
+    assert "(no kubernetes/peerauthentications.json)" in whys["peerauthentications"]
 
 
 def test_secrets_only_dump_is_complete_for_certs(tmp_path: Path) -> None:
@@ -117,3 +118,123 @@ def test_human_output_marks_unread_checks_with_a_question_mark(tmp_path: Path) -
     assert "? every sidecar holds a workload certificate and trusted roots [cert-missing]" in proc.stdout
     assert "× " not in proc.stdout and "‼ " not in proc.stdout
     assert "check(s) could not run" in proc.stdout
+
+
+# -- check pair: a step whose input was not read is unknown (exit 3), naming the input -----------
+
+
+def _istio_mutual_cluster(host: str, port: int, sa: str) -> dict:
+    return {
+        "name": f"outbound|{port}||{host}",
+        "type": "EDS",
+        "connectTimeout": "10s",
+        "transportSocket": {
+            "name": "envoy.transport_sockets.tls",
+            "typedConfig": {
+                "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+                "commonTlsContext": {
+                    "tlsCertificateSdsSecretConfigs": [{"name": "default"}],
+                    "combinedValidationContext": {
+                        "defaultValidationContext": {
+                            "matchSubjectAltNames": [{"exact": f"spiffe://cluster.local/ns/default/sa/{sa}"}]
+                        },
+                        "validationContextSdsSecretConfig": {"name": "ROOTCA"},
+                    },
+                    "alpnProtocols": ["istio"],
+                },
+                "sni": f"outbound_.{port}_._.{host}",
+            },
+        },
+    }
+
+
+def pair_snapshot(base: Path, *, server_secrets: bool = True, kinds: tuple[str, ...] = ()) -> Path:
+    """client-0 calls svc/web (port 8080) in ISTIO_MUTUAL; web-0 is STRICT. Files split as istioctl
+    prints them; `kinds` leaves those kubernetes/<kind>.json files out."""
+    from harness.pki import make_root, make_workload
+
+    mesh_root = make_root()
+    for pod, sa in (("client-0", "client"), ("web-0", "web")):
+        folder = base / "proxies" / "default" / pod
+        folder.mkdir(parents=True)
+        (folder / "listener.json").write_text(json.dumps(STRICT_LISTENERS))
+        clusters = [_istio_mutual_cluster("web.default.svc.cluster.local", 8080, "web")] if pod == "client-0" else []
+        (folder / "cluster.json").write_text(json.dumps(clusters))
+        if pod == "client-0" or server_secrets:
+            issued = make_workload(mesh_root, "default", sa)
+            dump = secrets_dump([Made(issued.cert, issued.key)], [Made(mesh_root.cert, mesh_root.key)])
+            (folder / "secret.json").write_text(json.dumps(dump))
+    pods = [
+        {
+            "metadata": {"name": name, "namespace": "default", "labels": {"app": app}},
+            "spec": {
+                "serviceAccountName": app,
+                "containers": [{"name": "app", "ports": [{"containerPort": 8080}]}, {"name": "istio-proxy"}],
+            },
+            "status": {"phase": "Running", "podIP": ip},
+        }
+        for name, app, ip in (("client-0", "client", "10.0.0.1"), ("web-0", "web", "10.0.0.2"))
+    ]
+    objects = {
+        "pods": pods,
+        "namespaces": [{"metadata": {"name": "default"}}],
+        "services": [
+            {
+                "metadata": {"name": "web", "namespace": "default"},
+                "spec": {"selector": {"app": "web"}, "ports": [{"name": "tcp", "port": 8080, "targetPort": 8080}]},
+            }
+        ],
+        "serviceaccounts": [],
+        "peerauthentications": [
+            {"metadata": {"name": "default", "namespace": "default"}, "spec": {"mtls": {"mode": "STRICT"}}}
+        ],
+        "destinationrules": [],
+        "authorizationpolicies": [],
+        "configmaps": [],
+        "secrets": [],
+    }
+    (base / "kubernetes").mkdir()
+    for kind, items in objects.items():
+        if kind not in kinds:
+            (base / "kubernetes" / f"{kind}.json").write_text(json.dumps({"items": items}))
+    return base
+
+
+def pair_json(snap: Path) -> tuple[int, dict]:
+    proc = run_cli("check", "pair", "client-0", "svc/web", "-n", "default", "--snapshot", str(snap), "-o", "json")
+    assert "Traceback" not in proc.stderr and proc.stderr.strip() == "", proc.stderr
+    return proc.returncode, json.loads(proc.stdout)
+
+
+def test_pair_with_everything_read_is_ok(tmp_path: Path) -> None:
+    code, data = pair_json(pair_snapshot(tmp_path / "snap"))
+    assert (code, data["verdict"]) == (0, "ok"), data["steps"]
+
+
+def test_pair_without_the_servers_certificates_is_unknown(tmp_path: Path) -> None:
+    code, data = pair_json(pair_snapshot(tmp_path / "snap", server_secrets=False))
+    assert (code, data["verdict"], data["first_failure"]) == (3, "unknown", "identity"), data["steps"]
+    last = data["steps"][-1]
+    assert last["ok"] is None and "default/web-0: the dump has no secrets section" in last["detail"]
+
+
+def test_pair_without_authorization_policies_is_unknown(tmp_path: Path) -> None:
+    code, data = pair_json(pair_snapshot(tmp_path / "snap", kinds=("authorizationpolicies",)))
+    assert (code, data["verdict"], data["first_failure"]) == (3, "unknown", "authz"), data["steps"]
+    assert "authorizationpolicies not read" in data["steps"][-1]["detail"]
+
+
+def test_pair_without_peerauthentications_judges_by_what_the_sidecar_enforces(tmp_path: Path) -> None:
+    code, data = pair_json(pair_snapshot(tmp_path / "snap", kinds=("peerauthentications",)))
+    server = next(s for s in data["steps"] if s["step"] == "server-mode")
+    assert server["ok"] is True, data["steps"]
+    assert code == 0
+
+
+def test_pair_to_a_service_when_services_were_not_read(tmp_path: Path) -> None:
+    snap = pair_snapshot(tmp_path / "snap", kinds=("services",))
+    proc = run_cli("check", "pair", "client-0", "svc/web", "-n", "default", "--snapshot", str(snap))
+    assert proc.returncode == 3 and "services not read" in proc.stderr
+    proc = run_cli("check", "pair", "client-0", "web-0", "-n", "default", "--snapshot", str(snap), "-o", "json")
+    data = json.loads(proc.stdout)
+    assert (proc.returncode, data["first_failure"]) == (3, "client-tls"), data["steps"]

@@ -204,8 +204,9 @@ def run(args: argparse.Namespace) -> int:
             continue
         missing = [name for name in item.reads if not ctx.available(name)]
         if missing:
-            why = "; ".join(f"{name}: {ctx.unavailable[name]}" for name in missing)
-            ctx.note(f"check {item.slug}", f"not run: {why}")
+            listed = {entry["what"] for entry in ctx.incomplete}  # reasons already given once
+            why = ", ".join(name if name in listed else f"{name} ({ctx.unavailable[name]})" for name in missing)
+            ctx.note(f"check {item.slug}", f"not run: could not read {why}")
             statuses.append({"check": item.slug, "area": item.area, "status": "skipped"})
             continue
         try:

@@ -12,6 +12,7 @@ from ..checks.context import Context, Options, Scope, key_of, labels_of, target_
 from ..errors import EXIT_DEPENDS, EXIT_GATHER, EXIT_OK, EXIT_PROBLEM, NotFoundError, UsageError
 from ..fixes import edit_policy, inject_sidecar, restart_command, restart_pod
 from ..istio import automtls, destinationrule
+from ..model import Proxy
 from ..normalize import pod as podinfo
 from ..normalize.certs import parse_rfc3339, verify_chain
 from ..render import Style, emit
@@ -132,7 +133,8 @@ def _server(
     sidecar's inbound chains for the port (else the catch-all), "NO_SIDECAR" for a pod without one,
     None when its config was not read or holds nothing for the port."""
     tport = target_port(service_port, pod) if service_port else port
-    policy = ctx.effective(pod).mode_for(tport)
+    # PeerAuthentications not read: say so, never a guessed default (what the sidecar enforces decides)
+    policy = ctx.effective(pod).mode_for(tport) if ctx.available("peerauthentications") else "not read"
     if podinfo.sidecar_kind(pod) == "absent":
         return tport, "NO_SIDECAR", policy
     proxy = ctx.proxy(pod)
@@ -327,6 +329,8 @@ def walk(
         return result
 
     # 2. what SRC's sidecar really sends to each destination pod, and the DestinationRule istiod applies
+    if unread(ctx, result, "client-tls", [(src_proxy, "outbound")], ("services",)):
+        return result
     if dst.service is None:
         # A pod IP no Service owns leaves through PassthroughCluster: plaintext, whatever the policies say.
         for pod in dst.pods:
@@ -405,6 +409,17 @@ def walk(
             if dr_name and dr
             else None
         )
+        if mode == "UNKNOWN":  # a transport socket the tool does not understand: never guessed
+            done(
+                step(
+                    "client-tls",
+                    None,
+                    f"cannot tell: cluster {cluster['name']} uses a transport socket that is not understood "
+                    "(see incomplete)",
+                    cluster=cluster["name"],
+                )
+            )
+            return result
         if mode in ("SIMPLE", "MUTUAL"):
             done(
                 step(
@@ -531,6 +546,8 @@ def walk(
         and podinfo.has_envoy(p)
         and automtls.accepts(_server(ctx, p, service_port, port)[1], "mtls") is not False
     ]
+    if unread(ctx, result, "identity", [(ctx.proxy(p), "certificates") for p in mtls_pods]):
+        return result
     if mtls_pods:
         expected = cluster["expected_sans"]
         for pod in mtls_pods:
@@ -542,7 +559,7 @@ def walk(
             identity = proxy.model["identity"]
             sa = proxy.model["service_account"]
             own = f"spiffe://{ctx.mesh.trust_domain}/ns/{key_of(pod)[0]}/sa/{sa}"
-            if identity != own:
+            if identity != own and sa is not None:  # (a pod known only from its dump has no service account)
                 done(
                     step(
                         "identity",
@@ -554,7 +571,7 @@ def walk(
                     )
                 )
                 return result
-            if expected and not _matches_san(expected, identity):
+            if expected and not _matches_san(expected, identity or ""):
                 done(
                     step(
                         "identity",
@@ -606,6 +623,8 @@ def _server_mode(
 ) -> Walk:
     # 4. what each destination pod enforces on the port takes what SRC sends it
     steps = result.steps
+    if unread(ctx, result, "server-mode", [(ctx.proxy(p), "inbound") for p in dst.pods]):
+        return result
     modes: dict[str, Any] = {}
     for pod in dst.pods:
         ref = "/".join(key_of(pod))
@@ -642,13 +661,17 @@ def _server_mode(
             )
             return result
         if ok is None:
-            # No inbound chain for the port and no catch-all: we did not see what the sidecar enforces.
+            # No inbound chain for the port and no catch-all, or one not understood: not seen, not guessed.
+            seen = (
+                "its inbound chain uses a transport socket that is not understood"
+                if enforced == "UNKNOWN"
+                else "the sidecar's inbound listener for this port was not in its config"
+            )
             steps.append(
                 step(
                     "server-mode",
                     None,
-                    f"{ref} port {tport}: the sidecar's inbound listener for this port was not in its config "
-                    f"(policy says {policy})",
+                    f"{ref} port {tport}: {seen} (policy says {policy})",
                     f"istioctl proxy-config listener {key_of(pod)[1]}.{key_of(pod)[0]} --port 15006",
                     port=tport,
                     policy=policy,
@@ -665,6 +688,9 @@ def _server_mode(
     src_ref = f"{src_ns}/{src_name}"
     src_proxy = ctx.proxy(src)
     assert src_proxy is not None
+    ends = [src_proxy, *(ctx.proxy(p) for p in dst.pods if result.sends.get(key_of(p)) == "mtls")]
+    if unread(ctx, result, "trust", [(end, "certificates") for end in ends]):
+        return result
     for pod in dst.pods:
         if result.sends.get(key_of(pod)) != "mtls":
             continue
@@ -727,6 +753,8 @@ def _authorize(
     enforcing = [p for p in dst.pods if podinfo.sidecar_kind(p) != "absent"]  # no sidecar: nothing enforces
     if not enforcing:
         result.steps.append(step("authz", True, "no destination pod has a sidecar: no AuthorizationPolicy is enforced"))
+    elif unread(ctx, result, "authz", [], ("authorizationpolicies",)):
+        return result
     else:
         own = ((src_proxy.model["identity"] if src_proxy else None) or "").removeprefix("spiffe://") or None
         identity = own if any(result.sends.get(key_of(p)) == "mtls" for p in enforcing) else None
@@ -739,6 +767,28 @@ def _authorize(
     if probe is not None:
         result.steps.append(probe(src, dst, port))
     return result
+
+def unread(
+    ctx: Context, result: Walk, slug: str, aspects: list[tuple[Proxy | None, str]], kinds: tuple[str, ...] = ()
+) -> bool:
+    """A step whose input was not read is unknown and names that input: never a pass, never a failure."""
+    gap = _unread_input(ctx, aspects, kinds)
+    if gap is None:
+        return False
+    result.steps.append(step(slug, None, f"cannot tell: {gap}", not_read=gap))
+    return True
+
+
+def _unread_input(ctx: Context, aspects: list[tuple[Proxy | None, str]], kinds: tuple[str, ...]) -> str | None:
+    """The input a step needs that was not read, with the reason; None when everything was read."""
+    for kind in kinds:
+        if not ctx.available(kind):
+            return f"{kind} not read ({ctx.unavailable[kind]})"
+    for proxy, aspect in aspects:
+        if proxy is not None and not proxy.knows(aspect):
+            return f"{proxy.ref}: {proxy.unknown[aspect]}"
+    return None
+
 
 def _namespace_labels(ctx: Context, namespace: str) -> dict[str, Any] | None:
     obj = ctx.namespaces.get(namespace)
@@ -763,6 +813,10 @@ def _verdict(steps: list[dict[str, Any]]) -> tuple[str, str | None, str | None]:
 def _resolve(ctx: Context, args: argparse.Namespace, dst_ref: tuple[str, str, str]) -> Destination:
     kind, ns, name = dst_ref
     if kind == "service":
+        if not ctx.available("services"):
+            from ..errors import GatherError
+
+            raise GatherError(f"cannot find svc/{ns}/{name}: services not read ({ctx.unavailable['services']})")
         svc = next((s for s in ctx.objects("services") if key_of(s) == (ns, name)), None)
         if svc is None:
             names = [key_of(s)[1] for s in ctx.objects("services") if key_of(s)[0] == ns]

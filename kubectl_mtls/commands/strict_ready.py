@@ -183,10 +183,14 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_GATHER
     today = {key_of(p): ctx.effective(p) for p in ctx.targets}
     meshed = [p for p in ctx.targets if podinfo.has_envoy(p) and ctx.running(p) and not ctx.exempt(key_of(p)[0])]
+    policies_read = ctx.available("peerauthentications")
     lax = [
         p
         for p in meshed
-        if today[key_of(p)].mode != "STRICT" or any(m != "STRICT" for m in today[key_of(p)].ports.values())
+        # without PeerAuthentications read, today's mode is unknown: every workload is looked at
+        if not policies_read
+        or today[key_of(p)].mode != "STRICT"
+        or any(m != "STRICT" for m in today[key_of(p)].ports.values())
     ]
     if not meshed:
         where = f"namespace {scope.namespace}" if scope.namespace else "any namespace"
@@ -251,7 +255,7 @@ def run(args: argparse.Namespace) -> int:
             {
                 "namespace": ns,
                 "workload": name,
-                "mode": today[key_of(pods[0])].mode,
+                "mode": today[key_of(pods[0])].mode if policies_read else "unknown",
                 "verdict": verdict,
                 "pods": ["/".join(key_of(p)) for p in pods],
                 "callers": [c.__dict__ for c in found],
