@@ -12,7 +12,7 @@ from typing import Any, Literal, NotRequired, TypedDict
 from .normalize.certs import ParsedCert
 
 Sidecar = Literal["present", "native", "absent", "ambient"]
-TlsMode = Literal["ISTIO_MUTUAL", "AUTO", "SIMPLE", "MUTUAL", "DISABLE"]
+TlsMode = Literal["ISTIO_MUTUAL", "AUTO", "SIMPLE", "MUTUAL", "DISABLE", "UNKNOWN"]
 InboundMode = Literal["STRICT", "PERMISSIVE", "DISABLE", "SIMPLE", "UNKNOWN"]
 
 

@@ -17,7 +17,13 @@ FIXES = {
     "no-client-cert": "look for a DestinationRule with tls.mode SIMPLE towards this pod",
     "tls-to-plaintext": "the server has no sidecar: kubectl mtls check pod SERVER",
     "rbac-denied": "kubectl get authorizationpolicy -A   # the policy named in the evidence denied it",
+    "no-secret": "kubectl logs POD -c istio-proxy | grep -i -e csr -e 'workload certificate'   # why SDS is empty",
+    "csr-failure": "kubectl get pod POD -o yaml | grep -A1 CA_ADDR   # must point at istiod (or your Istio CA)",
+    "authn-failure": "kubectl logs -n istio-system -l app=istiod | grep -i -e authenticate -e impersonation",
+    "nack": "istioctl proxy-status POD   # then fix the config the proxy rejected",
 }
+# How the message says who refused: the log line decides (see normalize/logs.py).
+WHERE = {"client": " on the client side", "server": " on the server side", "istiod": " (certificates and config)"}
 
 
 @check(
@@ -29,9 +35,15 @@ FIXES = {
     needs_logs=True,
     explain="""
 What it looks at: the last lines of the pod's istio-proxy log (access log and debug lines), classified
-by the exact strings Envoy writes: unknown CA, verification failed, expired certificate, SAN mismatch,
-plaintext to STRICT (`NR filter_chain_not_found`), no client certificate, TLS to a plaintext port, and
-RBAC denials with the policy that matched. Read by default for `check pod`, with `--logs` for scans.
+by the exact strings Envoy writes (access logs in today's and Istio <= 1.5's format, JSON logs, debug
+lines with `TLS_error:` or the older `TLS error:`, the 503 body a caller gets): unknown CA, verification
+failed, expired certificate, SAN mismatch, plaintext to STRICT (`NR filter_chain_not_found`), no client
+certificate, TLS to a plaintext port, no certificate yet (`Secret is not supplied by SDS`), istio-agent
+CSR failures (a CA_ADDR that is no Istio CA, authentication or impersonation refused), and RBAC denials
+with the policy that matched. An alert *received* (`TLSV1_ALERT_UNKNOWN_CA`,
+`SSLV3_ALERT_CERTIFICATE_EXPIRED`, `SSLV3_ALERT_CERTIFICATE_UNKNOWN`) means the peer rejected this
+proxy's certificate; the finding says which side refused when the line shows it. A bare `UF,URX` with
+no TLS evidence is not classified. Read by default for `check pod`, with `--logs` for scans.
 
 Why it matters: these are the failures the users saw, with the side that rejected the handshake; they
 may be over already (a warning, not an error).
@@ -53,7 +65,7 @@ def proxy_tls_errors(ctx: Context) -> Iterator[Finding]:
                 "Pod",
                 ns,
                 name,
-                f"istio-proxy logged {item.count}x {item.kind} on the {item.side} side{policy}: {item.summary}",
+                f"istio-proxy logged {item.count}x {item.kind}{WHERE.get(item.side, '')}{policy}: {item.summary}",
                 FIXES.get(item.kind, "").replace("POD", f"{name} -n {ns}") or None,
                 pods=[f"{ns}/{name}"],
                 log_class=item.kind,

@@ -6,7 +6,7 @@ import re
 from typing import Any
 
 from .keys import JSON, items, obj, text
-from .tls import alpn, certificate_names, cluster_tls_context, tls_context, validation
+from .tls import alpn, certificate_names, cluster_tls_context, tls_context, unknown_socket, validation
 
 # `metadata.filter_metadata.istio.config` names the DestinationRule Istio applied.
 # Istio <= 1.5 wrote `/apis/networking/v1alpha3/...` (group without its domain).
@@ -62,7 +62,10 @@ def _endpoint_counts(name: str, endpoints: dict[str, list[JSON]]) -> tuple[int |
     return len(metas), istio
 
 
-def normalize_cluster(cluster: JSON, endpoints: dict[str, list[JSON]]) -> dict[str, Any] | None:
+def normalize_cluster(
+    cluster: JSON, endpoints: dict[str, list[JSON]], notes: list[str] | None = None
+) -> dict[str, Any] | None:
+    """One outbound cluster; a transport socket not understood makes its mode UNKNOWN, with a note."""
     name = text(cluster, "name")
     parsed = parse_name(name)
     if parsed is None or parsed[0] != "outbound":
@@ -78,6 +81,12 @@ def normalize_cluster(cluster: JSON, endpoints: dict[str, list[JSON]]) -> dict[s
             if criteria.get("tunnel") == "http":
                 hbone = True
                 continue
+            strange = unknown_socket(obj(match, "transport_socket"))
+            if strange:
+                mode = "UNKNOWN"
+                if notes is not None:
+                    notes.append(f"cluster {name}: transport socket {strange} not understood: TLS mode unknown")
+                break
             found = tls_context(obj(match, "transport_socket"))
             if found is not None and ctx is None:
                 ctx = found
@@ -86,6 +95,11 @@ def normalize_cluster(cluster: JSON, endpoints: dict[str, list[JSON]]) -> dict[s
     else:
         ctx = cluster_tls_context(cluster)
         mode = "DISABLE" if ctx is None else _tls_mode(ctx)
+        strange = unknown_socket(obj(cluster, "transport_socket"))
+        if strange:
+            mode = "UNKNOWN"
+            if notes is not None:
+                notes.append(f"cluster {name}: transport socket {strange} not understood: TLS mode unknown")
     common = obj(ctx, "common_tls_context") if ctx else {}
     validation_name, sans = validation(common) if ctx else (None, [])
     total, istio = _endpoint_counts(name, endpoints)
@@ -115,13 +129,15 @@ def _static_endpoints(cluster: JSON) -> list[JSON]:
     ]
 
 
-def normalize_clusters(clusters: list[JSON], endpoints: dict[str, list[JSON]]) -> list[dict[str, Any]]:
+def normalize_clusters(
+    clusters: list[JSON], endpoints: dict[str, list[JSON]], notes: list[str] | None = None
+) -> list[dict[str, Any]]:
     # Without EDS in the dump, a cluster's own load_assignment still says which endpoints get mTLS.
     endpoints = dict(endpoints)
     for cluster in clusters:
         name = text(cluster, "name")
         if name not in endpoints and obj(cluster, "load_assignment"):
             endpoints[name] = _static_endpoints(cluster)
-    out = [c for c in (normalize_cluster(cluster, endpoints) for cluster in clusters) if c is not None]
+    out = [c for c in (normalize_cluster(cluster, endpoints, notes) for cluster in clusters) if c is not None]
     out.sort(key=lambda c: (c["host"], c["port"] or 0, c["subset"]))
     return out

@@ -12,7 +12,7 @@ from typing import Any
 
 from .keys import JSON, field, items, obj, text
 from .rbac import chain_authz
-from .tls import alpn, chain_tls_context, require_client_certificate, validation
+from .tls import alpn, chain_tls_context, require_client_certificate, unknown_socket, validation
 
 VIRTUAL_INBOUND = "virtualInbound"
 BLACKHOLE_PORT = 15006  # virtualInbound's own port; its chain only drops loops
@@ -67,7 +67,9 @@ def _mode(tls_mutual: bool, tls_one_way: bool, plaintext: bool) -> str:
     return "SIMPLE" if tls_one_way else "UNKNOWN"
 
 
-def normalize_inbound(listeners: list[JSON]) -> list[dict[str, Any]]:
+def normalize_inbound(listeners: list[JSON], notes: list[str] | None = None) -> list[dict[str, Any]]:
+    """Per port, the mode the sidecar enforces; a chain whose transport socket is not understood makes
+    its port UNKNOWN (with a note), never plaintext."""
     ports: dict[int | None, dict[str, Any]] = {}
     for listener in listeners:
         if not _is_inbound(listener):
@@ -95,7 +97,15 @@ def normalize_inbound(listeners: list[JSON]) -> list[dict[str, Any]]:
                 entry["filter_chains"].append(name)
             transport = text(obj(chain, "filter_chain_match"), "transport_protocol")
             ctx = chain_tls_context(chain)
-            if ctx is None or transport == "raw_buffer":
+            strange = unknown_socket(obj(chain, "transport_socket"))
+            if strange:
+                entry["unknown"] = True
+                if notes is not None:
+                    notes.append(
+                        f"listener {text(listener, 'name')} chain {name or '(unnamed)'}: transport socket "
+                        f"{strange} not understood: inbound mode unknown"
+                    )
+            elif ctx is None or transport == "raw_buffer":
                 entry["plaintext"] = True
             elif require_client_certificate(ctx):
                 entry["mutual_tls"] = True
@@ -113,7 +123,8 @@ def normalize_inbound(listeners: list[JSON]) -> list[dict[str, Any]]:
                 entry["authz_chains"].append(chain_authz(chain))
     out = []
     for entry in ports.values():
-        mode = _mode(entry["mutual_tls"], entry["one_way_tls"], entry["plaintext"])
+        strange = entry.pop("unknown", False)
+        mode = "UNKNOWN" if strange else _mode(entry["mutual_tls"], entry["one_way_tls"], entry["plaintext"])
         out.append({"port": entry["port"], "mode": mode, **{k: v for k, v in entry.items() if k != "port"}})
     out.sort(key=lambda e: (e["port"] is None, e["port"] or 0))
     return out

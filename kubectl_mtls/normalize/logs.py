@@ -133,6 +133,8 @@ _TLS_SIGNATURES: tuple[tuple[str, str, bool], ...] = (
     # BoringSSL (Envoy) names it TLSV1_ALERT_CERTIFICATE_REQUIRED, OpenSSL (Python, curl) TLSV13_...
     ("alert certificate required", "no-client-cert", False),
     ("certificate verify failed", "verify-failed", True),  # any other verification error
+    # Envoy's TLS socket before SDS delivered the secret: this proxy has no certificate or roots yet.
+    ("secret is not supplied by sds", "no-secret", True),
 )
 # A line must look like a TLS error before its words count: "certificate has expired" alone could be
 # pilot-agent talking about something else.
@@ -154,6 +156,8 @@ def _tls_hit(fragment: str, role: str | None) -> _Hit | None:
     if kind == "no-client-cert":
         # Only a server asks for a client certificate: the server refused, whichever log this is.
         side = "server"
+    elif kind == "no-secret":
+        side = role or "unknown"  # this proxy, whatever its role: it had nothing to present or verify with
     elif kind == "tls-to-plaintext" and role == "server":
         # A server reading a non-TLS record on a TLS-only port: a plaintext caller hit a strict port.
         kind, side = "plaintext-to-strict", "server"
@@ -166,35 +170,48 @@ def _tls_hit(fragment: str, role: str | None) -> _Hit | None:
     return _Hit(kind, side, _tls_summary(kind, side, local, fragment, norm))
 
 
+def _parties(side: str, local: bool) -> tuple[str, str]:
+    """(who refused, whose certificate was refused), as sentence subjects. When the line does not say
+    which end this proxy was, the refuser is "this proxy" if its own verifier spoke, else "the peer"."""
+    if side in ("client", "server"):
+        return f"the {side}", f"the {_other(side)}"
+    return ("this proxy", "its peer") if local else ("the peer", "this proxy")
+
+
+def _owner(party: str) -> str:
+    return "its peer's" if party == "its peer" else f"{party}'s"
+
+
 def _tls_summary(kind: str, side: str, local: bool, fragment: str, norm: str) -> str:
-    refuser = side if side in ("client", "server") else "one end"
-    other = _other(side) if side in ("client", "server") else "its peer"
+    refuser, other = _parties(side, local)
     if kind == "unknown-ca":
         if local:
             reason = _DEPTH_REASON.search(norm)
             why = f" ({reason.group(1).strip()})" if reason else ""
             return (
-                f"the {refuser} cannot verify the {other}'s certificate{why}: "
-                f"the {refuser}'s ROOTCA lacks the {other}'s root (roots differ)"
+                f"{refuser} cannot verify {_owner(other)} certificate{why}: "
+                f"{_owner(refuser)} ROOTCA lacks {_owner(other)} root (roots differ)"
             )
         return (
-            f"the {refuser} rejected the {other}'s certificate as unknown CA: "
-            f"the {refuser} lacks the {other}'s root (roots differ)"
+            f"{refuser} rejected {_owner(other)} certificate as unknown CA: "
+            f"{refuser} lacks {_owner(other)} root (roots differ)"
         )
     if kind == "expired":
         if local:
-            return f"peer certificate has expired (the {other}'s certificate), rejected by the {refuser}"
-        return f"this proxy's certificate has expired (the {other}'s certificate), rejected by the {refuser}"
+            return f"peer certificate has expired ({_owner(other)} certificate), rejected by {refuser}"
+        if other == "this proxy":
+            return "this proxy's certificate has expired; the peer rejected it (alert received)"
+        return f"this proxy's certificate has expired ({_owner(other)} certificate), rejected by {refuser}"
     if kind == "san-mismatch":
         if local:
             sans = _SANS.search(fragment)
             got = f"; it presents {sans.group(1)}" if sans else ""
             return (
-                f"the {other}'s identity is not one the {refuser} expects (SAN mismatch{got}): "
+                f"{_owner(other)} identity is not one {refuser} expects (SAN mismatch{got}): "
                 "check DestinationRule subjectAltNames and the service account"
             )
         return (
-            f"the {refuser} rejected the {other}'s certificate (certificate unknown: usually the identity "
+            f"{refuser} rejected {_owner(other)} certificate (certificate unknown: usually the identity "
             "or trust domain, i.e. a SAN mismatch)"
         )
     if kind == "no-client-cert":
@@ -206,10 +223,16 @@ def _tls_summary(kind: str, side: str, local: bool, fragment: str, norm: str) ->
         return "TLS sent to a plaintext port (WRONG_VERSION_NUMBER): the server has no sidecar or the port is not TLS"
     if kind == "plaintext-to-strict":
         return "a non-TLS caller reached a TLS-only port (WRONG_VERSION_NUMBER): plaintext to STRICT"
+    if kind == "no-secret":
+        who = f"this proxy (as {side})" if side in ("client", "server") else "this proxy"
+        return (
+            f"{who} has no certificate or roots yet (Secret is not supplied by SDS): istio-agent never "
+            "delivered them; look for its CSR errors"
+        )
     # verify-failed: some other verification error; name it
     reason = _DEPTH_REASON.search(norm)
     detail = reason.group(1).strip() if reason else "certificate verification failed"
-    return f"the {refuser} could not verify the {other}'s certificate: {detail}"
+    return f"{refuser} could not verify {_owner(other)} certificate: {detail}"
 
 
 _NO_CHAIN_SUMMARY = "no filter chain matched the connection (NR filter_chain_not_found): plaintext to a STRICT port"
@@ -287,10 +310,20 @@ def _access_hits(flags: str, details: str, upstream: str, downstream: str, whole
     return hits
 
 
+# Istio 1.1-1.5: `%RESPONSE_CODE% %RESPONSE_FLAGS% "%DYNAMIC_METADATA(istio.mixer:status)%"
+# "%UPSTREAM_TRANSPORT_FAILURE_REASON%"`: no details field, the upstream reason follows the mixer status.
+_ISTIO_TEXT_OLD = re.compile(
+    r'\] "(?P<request>[^"]*)" (?P<code>\d{1,3}) (?P<flags>\S+) "(?P<mixer>[^"]*)" "(?P<upstream_reason>[^"]*)"'
+)
+
+
 def _text_access_hits(line: str) -> list[_Hit] | None:
     match = _ISTIO_TEXT.search(line)
     if match is None:
-        return None
+        old = _ISTIO_TEXT_OLD.search(line)
+        if old is None:
+            return None
+        return _access_hits(old.group("flags"), "", old.group("upstream_reason"), "", line)
     details = match.group("details")
     # Upstream: the reset details (`upstream_reset_before_response_started{...}`) and the upstream
     # transport failure reason. Anything after them (a custom %DOWNSTREAM_TRANSPORT_FAILURE_REASON%, the
@@ -316,20 +349,39 @@ def _json_access_hits(entry: dict[str, Any]) -> list[_Hit]:
 _CONN_ID = re.compile(r'"ConnectionId":"(\d+)"|\[C(\d+)\]')
 
 
+# Lines only an upstream (client-side) connection writes, possibly after its TLS error: the HTTP
+# codec client and the connection pool (`[C321] client disconnected, failure reason: TLS error: ...`).
+_UPSTREAM_MARKS = ("client disconnected", "codec_client", "conn_pool", "disconnect. resetting", "connecting to ")
+_EPOCH = "initializing epoch"
+
+
 class _Connections:
     """Direction of each connection id, learnt from Envoy's `connection:debug` lines.
 
     Upstream connections log ``connecting to <addr>`` before their handshake; at the same log level a
-    downstream connection never does. Ids restart with Envoy, so the map is cleared at start-up.
+    downstream connection never does. Older Envoys (and logs without `connecting to`) show it only in the
+    pool's lines after the failure, so those are collected ahead. Ids restart with Envoy, so the map is
+    cleared at start-up.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, lines: list[str]) -> None:
         self.upstream: set[str] = set()
         self.downstream: set[str] = set()
         self.reported: set[tuple[str, str]] = set()  # (connection id, kind): one failure, one count
+        self.epoch = 0
+        self.later_upstream: set[tuple[int, str]] = set()  # (epoch, id) marked upstream anywhere in it
+        epoch = 0
+        for line in lines:
+            if _EPOCH in line:
+                epoch += 1
+            elif any(mark in line for mark in _UPSTREAM_MARKS):
+                cid = _connection_id(line)
+                if cid is not None:
+                    self.later_upstream.add((epoch, cid))
 
     def observe(self, line: str, cid: str | None) -> None:
-        if "initializing epoch" in line:  # Envoy (re)started: connection ids start over
+        if _EPOCH in line:  # Envoy (re)started: connection ids start over
+            self.epoch += 1
             self.upstream.clear()
             self.downstream.clear()
             self.reported.clear()
@@ -344,12 +396,18 @@ class _Connections:
     def role(self, cid: str | None, seen_debug: bool) -> str | None:
         if cid is None:
             return None
-        if cid in self.upstream:
+        if cid in self.upstream or (self.epoch, cid) in self.later_upstream:
             return "client"
         if cid in self.downstream or seen_debug:
             # With connection:debug on, an upstream connection would have logged "connecting to" first.
             return "server"
         return None
+
+
+# Text that only the client side of a connection writes: Envoy's upstream reset details (custom access
+# log formats), and the body of the local 503 it returns (`upstream connect error or disconnect/reset
+# before headers. reset reason: connection failure, transport failure reason: TLS error: ...`).
+_CLIENT_SAYS = ("upstream_reset_before_response_started", "upstream connect error", "transport failure reason")
 
 
 def _connection_id(line: str) -> str | None:
@@ -387,6 +445,17 @@ def _xds_short(type_url: str) -> str:
     return _TYPE_SHORT.get(last, last)
 
 
+# istio-agent's certificate requests: `failed to sign CSR`, `resource:default failed to sign`, and
+# `failed to generate secret for ROOTCA: failed to generate workload certificate: create certificate:
+# rpc error: ...` (the SDS stream closing because the CSR failed).
+_CSR_MARKS = (
+    "failed to sign",
+    "csr signing error",
+    "failed to generate workload certificate",
+    "create certificate: rpc error",
+)
+
+
 def _agent_hits(text: str) -> list[_Hit]:
     match = _ENVOY_NACK.search(text)
     if match:
@@ -400,7 +469,25 @@ def _agent_hits(text: str) -> list[_Hit]:
         reason = text.split("NOT ready:", 1)[-1]
         return [_Hit("nack", "istiod", f"Envoy rejected config from istiod (NACK): {_shorten(reason)}")]
     lowered = text.lower()
-    if "failed to sign" in lowered or "csr signing error" in lowered:
+    if any(mark in lowered for mark in _CSR_MARKS):
+        if "unknown service istio.v1.auth.istiocertificateservice" in lowered or "code = unimplemented" in lowered:
+            return [
+                _Hit(
+                    "csr-failure",
+                    "istiod",
+                    "the CA address (CA_ADDR) does not serve Istio's certificate service (unknown service "
+                    "istio.v1.auth.IstioCertificateService): istio-agent gets no certificate and no roots",
+                )
+            ]
+        if "impersonation" in lowered:
+            return [
+                _Hit(
+                    "authn-failure",
+                    "istiod",
+                    "the CA refused the identity this CSR asked for (request impersonation authentication "
+                    "failure): the caller is not a trusted node account (CA_TRUSTED_NODE_ACCOUNTS)",
+                )
+            ]
         if "unauthenticated" in lowered or "authenticate failure" in lowered:
             return [
                 _Hit(
@@ -410,8 +497,8 @@ def _agent_hits(text: str) -> list[_Hit]:
                     "token or client certificate not accepted",
                 )
             ]
-        reason = text[lowered.find("failed to sign") :] if "failed to sign" in lowered else text
-        return [_Hit("csr-failure", "istiod", f"workload certificate signing failed: {_shorten(reason)}")]
+        at = min((lowered.find(mark) for mark in _CSR_MARKS if mark in lowered), default=0)
+        return [_Hit("csr-failure", "istiod", f"workload certificate signing failed: {_shorten(text[at:])}")]
     if "PermissionDenied" in text and "authorization failed" in text:
         return [
             _Hit(
@@ -432,8 +519,8 @@ def classify_proxy_log(text: str) -> list[LogFinding]:
     """Findings in an istio-proxy container log (access logs in Istio text or JSON form, Envoy debug
     lines, pilot-agent lines), deduplicated by (kind, side, policy), counted, last line kept."""
     out = _Collector()
-    conns = _Connections()
     lines = text.splitlines()
+    conns = _Connections(lines)
     seen_debug = False  # has this log shown connection-level debug lines (so direction is knowable)?
     for index, raw in enumerate(lines):
         line = raw.strip()
@@ -476,12 +563,13 @@ def _debug_hits(
     if rbac is not None:
         yield rbac
         return
-    if "TLS_error" in text or "verify cert failed" in text or "[SSL:" in text:
+    # `TLS_error:` since Envoy 1.14; `TLS error:` (with a space) before, e.g. Istio 1.5-1.7 debug lines
+    if "TLS_error" in text or "TLS error" in text or "verify cert failed" in text or "[SSL:" in text:
         if cid is None and "verify cert failed" in text and _validator_echoed(lines, index):
             return
         role = conns.role(cid, seen_debug)
-        if role is None and "upstream_reset_before_response_started" in text:
-            role = "client"  # a custom access-log format still says which side reset
+        if role is None and any(mark in text for mark in _CLIENT_SAYS):
+            role = "client"  # a reset towards an upstream, or the 503 body the caller got back
         hit = _tls_hit(text, role)
         if hit is None:
             return
@@ -543,6 +631,9 @@ def _istiod_hits(text: str) -> Iterable[_Hit]:
         xds = ack.group("type") or "xDS"
         summary = f"proxy {proxy} rejected {xds} config (NACK, {ack.group('code')}): {_shorten(ack.group('msg'))}"
         return [_Hit("nack", "istiod", summary, subject=f"{proxy} {xds}")]
+    if "impersonation not allowed" in text or "impersonation failed for identity" in text:
+        summary = f"istiod refused a CSR that asked for another identity: {_shorten(_no_ports(text))}"
+        return [_Hit("authn-failure", "istiod", summary, subject="impersonation")]
     if "CSR signing error" in text:
         reason = text.split("CSR signing error", 1)[1].lstrip(": ")
         summary = f"istiod failed to sign a workload certificate (CSR signing error): {_shorten(_no_ports(reason))}"

@@ -113,14 +113,20 @@ def build(
         model["service_account"] = model["identity"].rsplit("/sa/", 1)[1]
 
     if "clusters" in sections.seen:
-        model["clusters"] = normalize_clusters(sections.clusters, sections.endpoints)
+        strange: list[str] = []
+        model["clusters"] = normalize_clusters(sections.clusters, sections.endpoints, strange)
+        for said in strange:
+            note("outbound", said)
         for name in sections.warming_clusters:
             note("outbound", f"cluster {name} is warming (not yet accepted)")
     else:
         unknown("outbound", "the dump has no clusters section: outbound TLS unknown")
     model["rejected"] = list(sections.rejected)
     if "listeners" in sections.seen:
-        model["inbound"] = normalize_inbound(sections.listeners)
+        strange_chains: list[str] = []
+        model["inbound"] = normalize_inbound(sections.listeners, strange_chains)
+        for said in strange_chains:
+            note("inbound", said)
         for said in sections.listener_errors:
             note("inbound", said)
     else:

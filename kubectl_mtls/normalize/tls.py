@@ -10,17 +10,40 @@ TLS_SOCKET = "envoy.transport_sockets.tls"
 INTERNAL_UPSTREAM = "envoy.transport_sockets.internal_upstream"
 
 
+RAW_BUFFER = "envoy.transport_sockets.raw_buffer"
+
+
 def tls_context(socket: Any) -> JSON | None:
-    """The TLS context inside a transport socket, unwrapping `internal_upstream`; None = plaintext."""
+    """The TLS context inside a transport socket, unwrapping sockets that wrap another one
+    (`internal_upstream`, `tap`, `tcp_stats`); None = plaintext (or not understood: see `unknown_socket`)."""
     if not isinstance(socket, dict) or not socket:
         return None
     config = obj(socket, "typed_config")
     kind = type_name(config)
     if kind in ("UpstreamTlsContext", "DownstreamTlsContext") or text(socket, "name") == TLS_SOCKET:
         return config
-    if kind == "InternalUpstreamTransport" or text(socket, "name") == INTERNAL_UPSTREAM:
-        return tls_context(obj(config, "transport_socket"))
+    inner = obj(config, "transport_socket")
+    if inner or kind == "InternalUpstreamTransport" or text(socket, "name") == INTERNAL_UPSTREAM:
+        return tls_context(inner)
     return None
+
+
+def unknown_socket(socket: Any) -> str | None:
+    """The name of a transport socket that is neither TLS nor plaintext (nor a wrapper of one):
+    its mode cannot be told, so it must never be read as plaintext."""
+    if not isinstance(socket, dict) or not socket:
+        return None
+    config = obj(socket, "typed_config")
+    kind = type_name(config)
+    name = text(socket, "name")
+    if kind in ("UpstreamTlsContext", "DownstreamTlsContext", "RawBuffer") or name in (TLS_SOCKET, RAW_BUFFER):
+        return None
+    inner = obj(config, "transport_socket")
+    if inner:
+        return unknown_socket(inner)
+    if kind == "InternalUpstreamTransport" or name == INTERNAL_UPSTREAM:
+        return None  # no inner socket: plaintext to the internal listener
+    return name or kind or "(unnamed)"
 
 
 def cluster_tls_context(cluster: JSON) -> JSON | None:
