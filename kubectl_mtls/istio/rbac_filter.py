@@ -21,6 +21,7 @@ from ..normalize.keys import items, obj
 from .authz import Caller, Request, Tri
 
 CUSTOM_PREFIX = "istio-ext-authz"
+PEER_PRINCIPAL_KEY = "io.istio.peer_principal"
 _SPIFFE = "spiffe://"
 
 
@@ -257,7 +258,14 @@ class _Eval:
             return self.path(pfield(rule, "url_path"))
         if pfield(rule, "metadata") is not None:
             return self.metadata(pfield(rule, "metadata"))
-        return None  # filter_state and newer matchers: not known here
+        if pfield(rule, "filter_state") is not None:
+            # Istio's newer sidecars match the peer identity in filter state instead of `authenticated`.
+            state = obj(rule, "filter_state")
+            if pfield(state, "key") != PEER_PRINCIPAL_KEY:
+                return None
+            peer = self.peer()
+            return False if peer is None else self.string(pfield(state, "string_match"), peer)
+        return None  # newer matchers: not known here
 
     def policy(self, body: Any) -> Tri:
         permissions = [self.permission(p) for p in items(body, "permissions")]
