@@ -72,7 +72,8 @@ def http(method: str | None = "GET", path: str | None = "/api/x", headers: tuple
         # JWT claims through the istio_authn metadata
         ((rbac(None, {"p": pol([ANY], [{"metadata": {"filter": "istio_authn", "path": [
             {"key": "request.auth.claims"}, {"key": "groups"}], "value": {"list_match": {"one_of": {"string_match": {
-                "exact": "admins"}}}}}}])}),), http(jwt={"groups": ["dev", "admins"]}, jwt_known=True), ALICE, "allow", None),
+                "exact": "admins"}}}}}}])}),),
+         http(jwt={"groups": ["dev", "admins"]}, jwt_known=True), ALICE, "allow", None),
         ((rbac(None, {"p": pol([ANY], [{"metadata": {"filter": "istio_authn", "path": [
             {"key": "request.auth.principal"}], "value": {"string_match": {"exact": "iss/sub"}}}}])}),),
          http(), ALICE, "depends", None),
