@@ -91,6 +91,14 @@ def test_envoy_rbac_semantics(filters: tuple[dict[str, Any], ...], request_: Req
     assert (result.outcome, result.policy) == (outcome, policy), result.reason
 
 
+def test_a_regex_that_could_hang_is_not_run() -> None:
+    """Envoy's RE2 is linear; Python's engine is not. A nested quantifier from a hostile dump is left unknown."""
+    evil = {"authenticated": {"principal_name": {"safe_regex": {"regex": "(a+)+$"}}}}
+    caller = Caller("a" * 64 + "!", None, "10.0.0.1")
+    result = enforce(chain(rbac("DENY", {"d": pol([ANY], [evil])})), caller, http())
+    assert result.outcome == "depends"
+
+
 def test_chain_reading_keeps_filter_order_and_protocol() -> None:
     hcm = {"name": "envoy.filters.network.http_connection_manager", "typed_config": {"http_filters": [
         {"name": "envoy.filters.http.rbac", "typed_config": {"rules": {}}},

@@ -268,8 +268,11 @@ class _Eval:
         return None  # newer matchers: not known here
 
     def policy(self, body: Any) -> Tri:
-        permissions = [self.permission(p) for p in items(body, "permissions")]
-        principals = [self.principal(p) for p in items(body, "principals")]
+        try:
+            permissions = [self.permission(p) for p in items(body, "permissions")]
+            principals = [self.principal(p) for p in items(body, "principals")]
+        except _UnsafeRegex:
+            return None  # not evaluated here rather than risk a hang: the policy may match
         return _all([_any(permissions), _any(principals)])
 
 
@@ -289,7 +292,19 @@ def _authn_metadata(claims: dict[str, Any] | None) -> dict[str, Any]:
     return out
 
 
+class _UnsafeRegex(Exception):
+    """A regex Python's backtracking engine could take exponential time on (Envoy uses RE2, which cannot)."""
+
+
+# A group holding a quantifier, itself repeated: `(a+)+`, `(x*y)*`, `(a|b+){2,}`.
+_NESTED_QUANTIFIER = re.compile(r"\((?:[^()\\]|\\.)*[+*}](?:[^()\\]|\\.)*\)[+*{]")
+_MAX_REGEX = 4096
+_MAX_SUBJECT = 16384
+
+
 def _fullmatch(regex: str, value: str) -> bool:
+    if len(regex) > _MAX_REGEX or len(value) > _MAX_SUBJECT or _NESTED_QUANTIFIER.search(regex):
+        raise _UnsafeRegex(regex[:80])
     try:
         return re.fullmatch(regex, value, re.DOTALL) is not None
     except re.error:
