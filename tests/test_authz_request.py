@@ -197,3 +197,14 @@ def test_audit_and_dry_run_never_decide() -> None:
     dry = ap("shadow", [{}], "DENY")
     dry["metadata"]["annotations"] = {"istio.io/dry-run": "true"}
     assert run([audit, dry], http()).action == "DEFAULT-ALLOW"
+
+
+def test_hostile_wildcards_evaluate_in_linear_time() -> None:
+    """A namespace pattern with many `*` (istiod turns it into `.*` regexes, RE2 runs them linearly)."""
+    import time
+
+    pattern = "*" + "a*" * 60 + "b"
+    started = time.monotonic()
+    caller = Caller("cluster.local/ns/" + "a" * 59 + "/sa/x", "x", None)
+    decision = run([ap("p", [{"from": [{"source": {"namespaces": [pattern]}}]}])], Request(8080), caller)
+    assert decision.outcome == "deny" and time.monotonic() - started < 2

@@ -302,8 +302,12 @@ _MAX_REGEX = 4096
 _MAX_SUBJECT = 16384
 
 
+_MAX_WILDCARDS = 6  # `.*`/`.+` per alternative: Istio writes at most 3; many make backtracking polynomial-deep
+
+
 def _fullmatch(regex: str, value: str) -> bool:
-    if len(regex) > _MAX_REGEX or len(value) > _MAX_SUBJECT or _NESTED_QUANTIFIER.search(regex):
+    unsafe = len(regex) > _MAX_REGEX or len(value) > _MAX_SUBJECT or _NESTED_QUANTIFIER.search(regex)
+    if unsafe or any(part.count(".*") + part.count(".+") > _MAX_WILDCARDS for part in regex.split("|")):
         raise _UnsafeRegex(regex[:80])
     try:
         return re.fullmatch(regex, value, re.DOTALL) is not None
