@@ -274,24 +274,7 @@ def _root_mismatch(views: list[ZtunnelView]) -> Iterator[Finding]:
 
 
 def _endpoint(ctx: Context, pod: dict[str, Any]) -> netpol.Endpoint:
-    ns = key_of(pod)[0]
-    named: dict[str, int] = {}
-    for container in (pod.get("spec") or {}).get("containers") or []:
-        for port in container.get("ports") or []:
-            if (
-                isinstance(port, dict)
-                and isinstance(port.get("name"), str)
-                and isinstance(port.get("containerPort"), int)
-            ):
-                named[port["name"]] = port["containerPort"]
-    ip = (pod.get("status") or {}).get("podIP")
-    return netpol.Endpoint(
-        namespace=ns,
-        labels={str(k): str(v) for k, v in labels_of(pod).items()},
-        namespace_labels={"kubernetes.io/metadata.name": ns, **labels_of(ctx.namespaces.get(ns, {}))},
-        ip=ip if isinstance(ip, str) else None,
-        container_ports=named,
-    )
+    return netpol.endpoint(pod, labels_of(ctx.namespaces.get(key_of(pod)[0], {})))
 
 
 def _captured(ctx: Context, key: tuple[str, str]) -> bool:

@@ -156,6 +156,10 @@ class Context:
         else:
             self.targets = list(self.pods)
 
+    def load_kind(self, kind: str) -> None:
+        """One more kind after load() (check pair reads NetworkPolicies only for ambient pairs)."""
+        self._load_kind(kind)
+
     def _load_kind(self, kind: str) -> None:
         """All namespaces in one list where RBAC allows, else the scope's namespace and the root namespace."""
         try:

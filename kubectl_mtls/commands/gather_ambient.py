@@ -190,7 +190,7 @@ def ambient_proxy(ambient: Ambient, namespace: str, name: str, pod: dict[str, An
     }
     if workload is None and view is not None:
         notes.append(f"ztunnel {view.ref} does not list this pod as a workload")
-    if view is not None and cert is None:
+    if view is not None and cert is None and workload is not None and workload["protocol"] == "HBONE":
         notes.append(f"ztunnel {view.ref} holds no certificate for {identity}")
     return Proxy(model=model, pod=pod, chain=cert.chain if cert else [], roots=cert.roots if cert else [])
 
@@ -233,7 +233,7 @@ class AmbientMesh:
             if why is not None:
                 self.enrolment[(ns, name)] = why
         wanted = [p for p in targets if podinfo.name_of(p) in self.enrolment]
-        if not self.enrolment:
+        if not wanted:  # no ambient pod to judge: no ztunnel call
             return
         self.views = self.reader.views()
         for what, why in self.reader.failures:

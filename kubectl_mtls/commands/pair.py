@@ -17,6 +17,7 @@ from ..normalize import pod as podinfo
 from ..normalize.certs import parse_rfc3339, verify_chain
 from ..render import Style, emit
 from ..sources import parse_pod_ref
+from . import pair_ambient
 from .common import namespace_of, now, open_source, pod_ref
 from .pair_authz import authz_step
 from .request_spec import RequestSpec, parse_request
@@ -893,6 +894,7 @@ def run_pair(args: argparse.Namespace) -> int:
             "configmaps",
             "proxies",
             "proxy-status",
+            "ztunnels",  # read only when SRC or DST is ambient
         )
     )
     if not ctx.available("pods"):
@@ -907,8 +909,17 @@ def run_pair(args: argparse.Namespace) -> int:
 
         probe = Prober(source, ctx)
     walks: list[dict[str, Any]] = []
+    ambient = pair_ambient.involves_ambient(ctx, src, dst.pods)
+    if ambient:  # HBONE, ztunnel authorization and NetworkPolicies: commands/pair_ambient.py
+        ctx.load_kind("networkpolicies")
+        if args.probe:
+            ctx.note("--probe", "not run: an ambient pair has no sidecar access log to classify the request by")
     for service_port, port in _ports(dst, args.port):
-        walked = walk(ctx, src, dst, service_port, port, probe, request)
+        walked: Walk | pair_ambient.AmbientWalk
+        if ambient:
+            walked = pair_ambient.walk(ctx, src, dst.pods, dst.service, service_port, port)
+        else:
+            walked = walk(ctx, src, dst, service_port, port, probe, request)
         verdict, first, hint = _verdict(walked.steps)
         mtls = walked.mtls
         reason = "; ".join(walked.reasons) or None
@@ -923,6 +934,7 @@ def run_pair(args: argparse.Namespace) -> int:
                 "steps": walked.steps,
                 "first_failure": first,
                 "hint": hint,
+                **({"plan": list(pair_ambient.STEPS)} if ambient else {}),
             }
         )
     order = {"fail": 0, "unknown": 1, "depends": 2, "ok": 3}
@@ -963,7 +975,8 @@ def table(data: dict[str, Any], style: Style) -> str:
         lines.append(style.bold(f"port {walk_['port']}"))
         walked = [item["step"] for item in walk_["steps"]]
         for index, item in enumerate(walk_["steps"], 1):
-            number = STEPS.index(item["step"]) + 1 if item["step"] in STEPS else index
+            steps_ = tuple(walk_.get("plan") or STEPS)
+            number = steps_.index(item["step"]) + 1 if item["step"] in steps_ else index
             lines.append(f"  {number}. {item['step']:<12} {marks[item['ok']]} {item['detail']}")
             evidence = item.get("evidence") or {}
             if evidence.get("outcome") == "depends":
@@ -971,11 +984,12 @@ def table(data: dict[str, Any], style: Style) -> str:
                 lines += [f"     denied when:  {c}" for c in evidence.get("denied_when") or []]
             if item["ok"] is not True and item["hint"]:
                 lines.append(f"     fix: {item['hint']}")
-        last = max((STEPS.index(s) for s in walked if s in STEPS), default=-1)
-        unused = [s for s in STEPS[:last] if s not in walked]
+        plan = tuple(walk_.get("plan") or STEPS)  # ambient walks have their own steps
+        last = max((plan.index(s) for s in walked if s in plan), default=-1)
+        unused = [s for s in plan[:last] if s not in walked]
         if unused:
             lines.append(f"     ({', '.join(unused)}: not part of a plaintext call)")
-        skipped = [s for s in STEPS[last + 1 :] if s != "probe"]
+        skipped = [s for s in plan[last + 1 :] if s != "probe"]
         if walk_["verdict"] != "ok" and walk_["first_failure"] != "require-mtls" and skipped:
             lines.append(f"     (not checked after the first broken link: {', '.join(skipped)})")
         if walk_["mtls"] is False:

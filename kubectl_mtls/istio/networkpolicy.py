@@ -39,6 +39,27 @@ class Verdict:
     policies: tuple[str, ...]  # "ns/name" of the policies that isolate the pod (or allowed it)
 
 
+def endpoint(pod: dict[str, Any], namespace_labels: dict[str, str]) -> Endpoint:
+    """A Pod object as NetworkPolicies see it: labels, its namespace's labels (plus the
+    `kubernetes.io/metadata.name` label the API server sets), pod IP and named container ports."""
+    meta = pod.get("metadata") or {}
+    ns = str(meta.get("namespace") or "")
+    named = {
+        str(p["name"]): int(p["containerPort"])
+        for c in (pod.get("spec") or {}).get("containers") or []
+        for p in (c or {}).get("ports") or []
+        if isinstance(p, dict) and isinstance(p.get("name"), str) and isinstance(p.get("containerPort"), int)
+    }
+    ip = (pod.get("status") or {}).get("podIP")
+    return Endpoint(
+        namespace=ns,
+        labels={str(k): str(v) for k, v in (meta.get("labels") or {}).items()},
+        namespace_labels={"kubernetes.io/metadata.name": ns, **namespace_labels},
+        ip=ip if isinstance(ip, str) else None,
+        container_ports=named,
+    )
+
+
 def selector_matches(selector: Any, labels: dict[str, str]) -> bool:
     """A metav1.LabelSelector: matchLabels AND every matchExpression. `{}` matches everything; a
     selector that is not an object (or an unknown operator) matches nothing."""

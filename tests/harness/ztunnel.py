@@ -96,6 +96,7 @@ class Mesh:
     node_roots: dict[str, Issued] = field(default_factory=dict)  # a node whose ztunnel trusts another root
     as_lists: bool = False
     logs: dict[str, str] = field(default_factory=dict)  # node -> ztunnel log text
+    withheld: set[tuple[str, str]] = field(default_factory=set)  # (node, identity) the ztunnel holds nothing for
 
     def nodes(self) -> list[str]:
         return sorted({p.node for p in self.pods})
@@ -165,7 +166,8 @@ class Mesh:
     def issue_all(self) -> None:
         """Every node's ztunnel holds an Available certificate for each enrolled identity on it."""
         for pod in self.pods:
-            if pod.captured and not pod.sidecar and (pod.node, pod.identity) not in self.certs:
+            key = (pod.node, pod.identity)
+            if pod.captured and not pod.sidecar and key not in self.certs and key not in self.withheld:
                 self.issue(pod.node, pod.identity)
 
     def kubernetes(self) -> list[dict[str, Any]]:
