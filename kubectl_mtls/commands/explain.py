@@ -6,7 +6,7 @@ import argparse
 import difflib
 from typing import Any
 
-from ..checks.base import all_checks
+from ..checks.base import Check, all_checks
 from ..errors import UsageError
 from ..render import columns, emit
 
@@ -46,18 +46,35 @@ def run(args: argparse.Namespace) -> int:
             args.query,
             lambda d, wide: (
                 f"{d['check']} ({d['severity']}, {d['area']})\n{d['title']}\n\n{d['explain']}\n"
-                f"\nReads: {', '.join(d['reads'])}\n"
+                f"\nReads: {', '.join(d['reads'])}\n" + (_details(item) if wide else "")
             ),
         )
         return 0
+    by_slug = {c.slug: c for c in checks}
     data = {"checks": [{"check": c.slug, "area": c.area, "severity": c.severity, "title": c.title} for c in checks]}
     emit(
         data,
         args.output,
         args.query,
         lambda d, wide: columns(
-            ["CHECK", "SEVERITY", "AREA", "WHAT IT CHECKS"],
-            [[c["check"], c["severity"], c["area"], c["title"]] for c in d["checks"]],
+            ["CHECK", "SEVERITY", "AREA", "WHAT IT CHECKS"] + (["READS"] if wide else []),
+            [
+                [c["check"], c["severity"], c["area"], c["title"]]
+                + ([", ".join(by_slug[c["check"]].reads)] if wide else [])
+                for c in d["checks"]
+            ],
         ),
     )
     return 0
+
+
+def _details(item: Check) -> str:
+    """-o wide: what else decides when the check runs."""
+    lines = []
+    if item.optional:
+        lines.append(f"Also reads, when readable: {', '.join(item.optional)}")
+    if item.needs_logs:
+        lines.append("Runs for `check pod`, and for scans only with --logs")
+    if item.mesh_wide:
+        lines.append("Mesh-wide: `check pod` keeps its findings too")
+    return "".join(line + "\n" for line in lines)

@@ -957,7 +957,7 @@ def run_pair(args: argparse.Namespace) -> int:
         evidence = worst["steps"][-1]["evidence"]
         data["conditions"] = {"allowed_when": evidence["allowed_when"], "denied_when": evidence["denied_when"]}
     style = Style.detect(args.no_color)
-    emit(data, args.output, args.query, lambda d, wide: table(d, style))
+    emit(data, args.output, args.query, lambda d, wide: table(d, style, wide))
     return {"ok": EXIT_OK, "fail": EXIT_PROBLEM, "unknown": EXIT_GATHER, "depends": EXIT_DEPENDS}[str(data["verdict"])]
 
 
@@ -967,7 +967,17 @@ def _gather_error(ctx: Context) -> Exception:
     return GatherError(ctx.unavailable.get("pods", "could not list pods"))
 
 
-def table(data: dict[str, Any], style: Style) -> str:
+def _evidence_line(evidence: dict[str, Any]) -> str:
+    """-o wide: a step's evidence on one line."""
+    parts = [
+        f"{key.replace('_', ' ')}: {', '.join(map(str, value)) if isinstance(value, list) else value}"
+        for key, value in evidence.items()
+        if value not in (None, [], {}, "") and not isinstance(value, dict)
+    ]
+    return "; ".join(parts)
+
+
+def table(data: dict[str, Any], style: Style, wide: bool = False) -> str:
     marks = {True: style.ok("√"), False: style.error("×"), None: style.warn("?")}
     lines = [f"PAIR   {data['source']} → {data['destination']}"]
     for walk_ in data["ports"]:
@@ -984,6 +994,8 @@ def table(data: dict[str, Any], style: Style) -> str:
                 lines += [f"     denied when:  {c}" for c in evidence.get("denied_when") or []]
             if item["ok"] is not True and item["hint"]:
                 lines.append(f"     fix: {item['hint']}")
+            if wide and _evidence_line(evidence):
+                lines.append(f"     evidence: {_evidence_line(evidence)}")
         plan = tuple(walk_.get("plan") or STEPS)  # ambient walks have their own steps
         last = max((plan.index(s) for s in walked if s in plan), default=-1)
         unused = [s for s in plan[:last] if s not in walked]

@@ -158,10 +158,14 @@ def table(data: dict[str, Any], wide: bool, style: Style) -> str:
         return style.ok("yes") if flag else style.error("no")
 
     rows = [
-        [fp, root["subject"], root["not_after"], held(fp in src_fps), held(fp in dst_fps)] for fp, root in roots.items()
+        [fp, root["subject"]]
+        + ([root["not_before"], root["serial"]] if wide else [])
+        + [root["not_after"], held(fp in src_fps), held(fp in dst_fps)]
+        for fp, root in roots.items()
     ]
+    headers = ["ROOT SHA-256 FINGERPRINT", "SUBJECT"] + (["NOT BEFORE", "SERIAL"] if wide else [])
     if rows:
-        lines.append(columns(["ROOT SHA-256 FINGERPRINT", "SUBJECT", "NOT AFTER", "SOURCE", "DESTINATION"], rows))
+        lines.append(columns([*headers, "NOT AFTER", "SOURCE", "DESTINATION"], rows))
     else:
         lines.append("Neither sidecar holds a root certificate.\n")
 

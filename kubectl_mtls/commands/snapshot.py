@@ -88,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
         raise
     style = Style.detect(args.no_color)
     summary = {"directory": args.dir, **manifest}
-    emit(summary, args.output, args.query, lambda d, wide: table(d, style))
+    emit(summary, args.output, args.query, lambda d, wide: table(d, style, wide))
     nothing = not manifest["proxies"] and not manifest["ztunnels"]
     return EXIT_GATHER if manifest["pods"] and nothing and manifest["incomplete"] else EXIT_OK
 
@@ -345,11 +345,18 @@ def _save_logs(
     return failures
 
 
-def table(data: dict[str, Any], style: Style) -> str:
+def table(data: dict[str, Any], style: Style, wide: bool = False) -> str:
     text = (
         f"Wrote snapshot {data['directory']}: {data['pods']} pods ({data['scope']}), "
         f"{data['proxies']} sidecar configs, {len(data['ztunnels'])} ztunnel configs.\n"
     )
+    if wide:
+        text += (
+            f"Format {data.get('format')} v{data.get('version')}, written {data.get('created')} by "
+            f"kubectl-mtls {data.get('tool_version')} from {data.get('source')}"
+            + (f", default namespace {data['default_namespace']}" if data.get("default_namespace") else "")
+            + "\n"
+        )
     rows = [[kind, count] for kind, count in data["objects"].items()]
     text += columns(["KIND", "OBJECTS"], rows)
     for entry in data["incomplete"]:

@@ -179,7 +179,7 @@ def run(args: argparse.Namespace) -> int:
             "summary": _summary([]),
             "incomplete": ctx.incomplete,
         }
-        emit(data, args.output, args.query, lambda d, wide: table(d, Style.detect(args.no_color)))
+        emit(data, args.output, args.query, lambda d, wide: table(d, Style.detect(args.no_color), wide))
         return EXIT_GATHER
     today = {key_of(p): ctx.effective(p) for p in ctx.targets}
     meshed = [p for p in ctx.targets if podinfo.has_envoy(p) and ctx.running(p) and not ctx.exempt(key_of(p)[0])]
@@ -300,7 +300,7 @@ def run(args: argparse.Namespace) -> int:
         "notes": notes,
         "incomplete": ctx.incomplete,
     }
-    emit(data, args.output, args.query, lambda d, wide: table(d, Style.detect(args.no_color)))
+    emit(data, args.output, args.query, lambda d, wide: table(d, Style.detect(args.no_color), wide))
     return {"ready": EXIT_OK, "not ready": EXIT_PROBLEM, "unknown": EXIT_GATHER}[overall]
 
 
@@ -314,7 +314,7 @@ def _summary(findings: list[Finding]) -> dict[str, int]:
     return {sev: sum(1 for f in findings if f["severity"] == sev) for sev in ("error", "warning", "info")}
 
 
-def table(data: dict[str, Any], style: Style) -> str:
+def table(data: dict[str, Any], style: Style, wide: bool = False) -> str:
     paint = {"ready": style.ok, "not ready": style.error, "unknown": style.warn}
     lines = []
     if data["workloads"]:
@@ -332,8 +332,10 @@ def table(data: dict[str, Any], style: Style) -> str:
                 )
                 or "-"
             )
-            rows.append([w["namespace"], w["workload"], w["mode"], paint[w["verdict"]](w["verdict"]), callers])
-        lines.append(columns(["NAMESPACE", "WORKLOAD", "MODE NOW", "VERDICT", "PLAINTEXT CALLERS"], rows).rstrip())
+            pods = [", ".join(str(p) for p in w.get("pods") or [])] if wide else []
+            rows.append([w["namespace"], w["workload"], w["mode"], paint[w["verdict"]](w["verdict"]), callers, *pods])
+        headers = ["NAMESPACE", "WORKLOAD", "MODE NOW", "VERDICT", "PLAINTEXT CALLERS"] + (["PODS"] if wide else [])
+        lines.append(columns(headers, rows).rstrip())
     else:
         lines.append(
             "No workload to switch." if data["incomplete"] else "Every workload in scope already enforces STRICT."

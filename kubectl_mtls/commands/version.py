@@ -17,5 +17,10 @@ def register(sub: Any, output: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     data = {"version": f"v{__version__}", "python": platform.python_version()}
-    emit(data, args.output, args.query, lambda d, wide: f"kubectl-mtls {d['version']}\n")
+    emit(
+        data,
+        args.output,
+        args.query,
+        lambda d, wide: f"kubectl-mtls {d['version']}" + (f" (Python {d['python']})" if wide else "") + "\n",
+    )
     return 0
