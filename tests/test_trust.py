@@ -39,7 +39,9 @@ def workload(cluster: IstioCluster, sa: str) -> Issued:
     return make_workload(cluster.ca, NS, sa, cluster.trust_domain, chain=above)  # type: ignore[arg-type]
 
 
-def start(mc: MultiCluster, cluster: IstioCluster, pods: int = 1, **kw: Any) -> list[Issued]:
+def start(
+    mc: MultiCluster, cluster: IstioCluster, pods: int = 1, pod_extra: dict[str, Any] | None = None, **kw: Any
+) -> list[Issued]:
     """Serve the cluster's CA objects and start `pods` sidecars holding its workload certificates."""
     mc.serve(cluster)
     roots = cluster.published or cluster.cacerts_roots or [cluster.root]
@@ -48,7 +50,9 @@ def start(mc: MultiCluster, cluster: IstioCluster, pods: int = 1, **kw: Any) -> 
         cert = workload(cluster, f"sa{index}")
         name = f"app{index}-{cluster.context}-5d8c7b9f6-h3m9t"
         # an inbound listener makes Envoy fetch the SDS secrets, as a sidecar with a port does
-        mc.add_sidecar(cluster.context, NS, name, f"sa{index}", cert, roots, **{"inbound_mode": "STRICT", **kw})
+        mc.add_sidecar(
+            cluster.context, NS, name, f"sa{index}", cert, roots, pod_extra, **{"inbound_mode": "STRICT", **kw}
+        )
         certs.append(cert)
     return certs
 
@@ -281,3 +285,35 @@ def test_snapshot_keeps_one_readable_snapshot_per_context(mesh: Mesh, tmp_path: 
     assert ambiguous.stderr.startswith(
         f"error: snapshot {snap} holds several contexts: pass --context with one of east, west"
     )
+
+
+@pytest.mark.parametrize("federated", [True, False])
+def test_spire_trust_bundles_per_trust_domain(mesh: Mesh, tmp_path: Path, federated: bool) -> None:
+    """west gets its certificates from SPIRE (its CSI socket in the pods); its sidecars validate through
+    Envoy's SPIFFE validator, one trust bundle per trust domain, east's only when federated."""
+    east_root, spire_root = make_root("east-root"), make_root("west.local")
+    east = plugin("east", east_root, "east.local", aliases=["west.local"])
+    west = IstioCluster("west", "west.local", aliases=["east.local"], setup="spire", ca=spire_root)
+    bundles = {"west.local": [spire_root.leaf_pem]} | ({"east.local": [east_root.leaf_pem]} if federated else {})
+    csi = {"volumes": [{"name": "workload-socket", "csi": {"driver": "csi.spiffe.io", "readOnly": True}}]}
+    with MultiCluster(tmp_path, ["east", "west"], mesh) as mc:
+        start(mc, east)
+        start(mc, west, spiffe_bundles=bundles, pod_extra=csi)
+        for code, result in live_and_snapshot(mc, tmp_path):
+            assert code == 1  # east never trusts SPIRE's root
+            profile = {c["context"]: c for c in result["clusters"]}
+            assert profile["west"]["ca"]["kind"] == "spire"
+            assert {r.get("trust_domain") for r in profile["west"]["sidecar_roots"]} == set(bundles)
+            inbound = pair(result, "east", "west")
+            assert inbound["ok"] is federated
+            if not federated:
+                assert inbound["fix"].startswith(
+                    "west's SPIFFE trust bundles hold no root of east's trust domain that signed this chain: "
+                    "federate east's trust bundle"
+                )
+                assert "no SPIFFE trust bundle for trust domain east.local" in inbound["reasons"][0]
+            outbound = pair(result, "west", "east")
+            assert outbound["ok"] is False
+            assert outbound["fix"].startswith(
+                "west's certificates come from SPIRE: federate its trust domain with east"
+            )

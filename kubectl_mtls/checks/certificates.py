@@ -29,6 +29,16 @@ def _sidecars(ctx: Context) -> Iterator[tuple[dict[str, Any], Proxy]]:
             yield pod, proxy
 
 
+def _remedy(ctx: Context, proxy: Proxy, istiod_hint: str) -> str:
+    """istiod's hint, or the external CA's own remedy when istiod does not sign (istio-csr, SPIRE, ...)."""
+    from ..istio.trust import ca_remedy
+
+    m = proxy.model
+    sa = m["service_account"] or "default"
+    remedy = ca_remedy(ctx.ca_setup, m["namespace"], m["pod"], sa, ctx.options.istio_namespace)
+    return remedy or istiod_hint
+
+
 def _pods(proxy: Proxy) -> list[str]:
     return [proxy.ref]
 
@@ -49,6 +59,9 @@ pilot-agent's CSR to istiod failed (RBAC, a wrong CA, istiod unreachable).
 
 How to fix: read the pod's istio-proxy log and istiod's log for CSR errors
 (`kubectl logs POD -c istio-proxy | grep -i -e csr -e certificate`), fix the cause, restart the pod.
+When istiod does not sign (cert-manager istio-csr, SPIRE, another signer: see `kubectl mtls trust`),
+the hint is that CA's own remedy: istio-csr's CertificateRequests and its issuer's status, SPIRE's
+registration entries and agent.
 """,
 )
 def cert_missing(ctx: Context) -> Iterator[Finding]:
@@ -69,7 +82,11 @@ def cert_missing(ctx: Context) -> Iterator[Finding]:
                 proxy.model["namespace"],
                 proxy.model["pod"],
                 f"the sidecar has no {' and no '.join(missing)}",
-                f"kubectl logs {proxy.model['pod']} -n {proxy.model['namespace']} -c istio-proxy | grep -i csr",
+                _remedy(
+                    ctx,
+                    proxy,
+                    f"kubectl logs {proxy.model['pod']} -n {proxy.model['namespace']} -c istio-proxy | grep -i csr",
+                ),
                 pods=_pods(proxy),
                 secrets=proxy.model["secrets"],
             )
@@ -90,7 +107,7 @@ at half the lifetime, so an expired one means rotation stopped for this pod (ist
 rejected, the agent wedged).
 
 How to fix: restart the pod to get a fresh certificate, then find why rotation stopped (istiod and
-istio-proxy logs).
+istio-proxy logs; with an external CA such as istio-csr or SPIRE, that CA's state, as the hint says).
 """,
 )
 def cert_expired(ctx: Context) -> Iterator[Finding]:
@@ -106,7 +123,7 @@ def cert_expired(ctx: Context) -> Iterator[Finding]:
                     proxy.model["pod"],
                     f"{'workload' if not cert['is_ca'] else 'chain'} certificate expired "
                     f"{duration(-left)} ago ({cert['not_after']})",
-                    restart_command(proxy),
+                    _remedy(ctx, proxy, restart_command(proxy)),
                     pods=_pods(proxy),
                     certificate=cert["fingerprint_sha256"],
                     not_after=cert["not_after"],
@@ -240,8 +257,9 @@ half of it, so a certificate past 75% means rotation is failing for this pod. Wi
 
 Why it breaks mTLS: soon the certificate expires and every new connection fails (cert-expired).
 
-How to fix: look at the pod's istio-proxy log for CSR errors and at istiod's health; restarting the pod
-gets a fresh certificate meanwhile.
+How to fix: look at the pod's istio-proxy log for CSR errors and at istiod's health (with an external
+CA such as istio-csr or SPIRE, that CA's state, as the hint says); restarting the pod gets a fresh
+certificate meanwhile.
 """,
 )
 def cert_expiring(ctx: Context) -> Iterator[Finding]:
@@ -265,7 +283,7 @@ def cert_expiring(ctx: Context) -> Iterator[Finding]:
                 proxy.model["namespace"],
                 proxy.model["pod"],
                 f"workload certificate expires in {duration(left)} ({why})",
-                restart_command(proxy),
+                _remedy(ctx, proxy, restart_command(proxy)),
                 pods=_pods(proxy),
                 not_after=leaf["not_after"],
                 used=round(used, 3),

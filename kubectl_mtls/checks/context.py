@@ -289,6 +289,25 @@ class Context:
         return self._index("configmaps", lambda: _first_by_key(self.objects("configmaps"))).get((namespace, name))
 
     @cached_property
+    def ca_setup(self) -> Any:
+        """Which CA signs workload certificates (istio.trust.CaSetup): SPIRE, istio-csr, another signer or
+        istiod, from the mesh config, istiod's pods, the CA Secrets and the pods' own spec."""
+        from ..istio import trust
+
+        ns = self.options.istio_namespace
+        cm = self.configmap(ns, "istio")
+        mesh = trust.parse_mesh(((cm or {}).get("data") or {}).get("mesh"))
+        istiods = [p for p in self.pods if key_of(p)[0] == ns and labels_of(p).get("app") == "istiod"]
+        if not istiods:
+            try:
+                istiods = self.source.list_pods(ns, "app=istiod")
+            except MtlsError:
+                istiods = []
+        held = {key_of(s)[1] for s in self.objects("secrets") if key_of(s)[0] == ns}
+        sidecars = [p for p in self.targets if podinfo.has_envoy(p)]
+        return trust.detect_ca(mesh, istiods, sidecars, "cacerts" in held, "istio-ca-secret" in held)
+
+    @cached_property
     def mesh(self) -> Mesh:
         """meshConfig from the `istio` ConfigMap (key `mesh`), injector defaults from its values."""
         mesh = Mesh(root_namespace=self.options.istio_namespace)

@@ -93,13 +93,23 @@ Why it breaks mTLS: failed CSRs leave sidecars without or with expired certifica
 proxy on old config; istiod without RBAC cannot validate tokens, so nobody gets a certificate.
 
 How to fix: the evidence carries the log line; typical fixes are restoring istiod's ClusterRole
-(`tokenreviews` create), fixing the plug-in CA Secret, or fixing the config a proxy rejected.
+(`tokenreviews` create), fixing the plug-in CA Secret, or fixing the config a proxy rejected. When
+cert-manager istio-csr, SPIRE or another signer issues the certificates, istiod signs nothing: the
+run says so under `incomplete` (that CA's logs are where CSR errors show).
 """,
 )
 def istiod_cert_errors(ctx: Context) -> Iterator[Finding]:
     from ..normalize.logs import classify_istiod_log
 
     ns = ctx.options.istio_namespace
+    ca = ctx.ca_setup
+    if ca.kind in ("istio-csr", "spire", "external"):
+        # istiod does not sign here: its log cannot show why a workload has no certificate
+        ctx.note(
+            "check istiod-cert-errors",
+            f"workload certificates come from {ca.kind} ({'; '.join(ca.evidence)}), not istiod: CSR errors are in "
+            "that CA's own logs, which are not read; istiod's NACK and RBAC errors are still checked",
+        )
     for name, text in sorted(ctx.istiod_logs.items()):
         for item in classify_istiod_log(text):
             yield finding(

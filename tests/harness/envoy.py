@@ -280,6 +280,9 @@ class Sidecar:
     # Authorization filters for the inbound chains, as istiod writes them (RBAC, ext_authz), built from the
     # inbound port once it is allocated: HTTP filters before the router, or network filters before tcp_proxy.
     inbound_authz: Callable[[int], Sequence[dict[str, Any]]] | None = None
+    # SPIRE-style ROOTCA: one trust bundle per trust domain through Envoy's SPIFFE validator
+    # (`root_pems` is then ignored); None: Istio's plain `trusted_ca`.
+    spiffe_bundles: dict[str, Sequence[bytes]] | None = None
 
     def __post_init__(self) -> None:
         if self.inbound_mode is not None and self.inbound_mode not in _MODES_IN:
@@ -386,7 +389,19 @@ def _default_secret(chain: bytes, key: bytes) -> bytes:
     )
 
 
-def _rootca_secret(roots: Iterable[bytes]) -> bytes:
+def _rootca_secret(roots: Iterable[bytes], bundles: dict[str, Sequence[bytes]] | None = None) -> bytes:
+    if bundles is not None:
+        validator = {
+            "name": "envoy.tls.cert_validator.spiffe",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.SPIFFECertValidatorConfig",
+                "trust_domains": [
+                    {"name": domain, "trust_bundle": {"inline_bytes": _b64(_join_pems(pems))}}
+                    for domain, pems in bundles.items()
+                ],
+            },
+        }
+        return _secret_file("ROOTCA", {"validation_context": {"custom_validator_config": validator}})
     return _secret_file("ROOTCA", {"validation_context": {"trusted_ca": {"inline_bytes": _b64(_join_pems(roots))}}})
 
 
@@ -737,7 +752,7 @@ class RunningSidecar:
         spec = self.spec
         self.access_log_path.touch()
         _atomic_write(self.sds_default_path, _default_secret(spec.cert_chain_pem, spec.key_pem))
-        _atomic_write(self.sds_rootca_path, _rootca_secret(spec.root_pems))
+        _atomic_write(self.sds_rootca_path, _rootca_secret(spec.root_pems, spec.spiffe_bundles))
         version = _version()
         listeners = [self._outbound_listener(c, p) for c, p in zip(spec.outbound, self._outbound_ports, strict=True)]
         clusters = [self._outbound_cluster(c) for c in spec.outbound]
