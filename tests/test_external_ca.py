@@ -62,7 +62,7 @@ def test_istio_csr_remedy_replaces_the_restart_hint(mesh: Mesh, tmp_path: Path) 
     assert hint.startswith(
         "certificates come from cert-manager istio-csr: kubectl get certificaterequests -n istio-system"
     )
-    assert hint.endswith(f"then restart the pod (kubectl delete pod {POD} -n {NS})")
+    assert hint.endswith(f"then restart the pod (kubectl get pod {POD} -n {NS} -o yaml | kubectl replace --force -f -)")
     notes = [i["why"] for i in data["incomplete"] if i["what"] == "check istiod-cert-errors"]
     assert notes and notes[0].startswith("workload certificates come from istio-csr")
 
@@ -81,5 +81,5 @@ def test_istiod_plugin_ca_keeps_the_restart_hint(mesh: Mesh, tmp_path: Path) -> 
     with MultiCluster(tmp_path, ["east"], mesh) as mc:
         expired_sidecar(mc, plugin("east", make_root("shared-root")))
         data = check_pod(mc)
-    assert expired(data)["hint"] == f"kubectl delete pod {POD} -n {NS}"
+    assert expired(data)["hint"] == f"kubectl get pod {POD} -n {NS} -o yaml | kubectl replace --force -f -"
     assert not [i for i in data["incomplete"] if i["what"] == "check istiod-cert-errors"]

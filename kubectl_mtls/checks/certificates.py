@@ -35,7 +35,7 @@ def _remedy(ctx: Context, proxy: Proxy, istiod_hint: str) -> str:
 
     m = proxy.model
     sa = m["service_account"] or "default"
-    remedy = ca_remedy(ctx.ca_setup, m["namespace"], m["pod"], sa, ctx.options.istio_namespace)
+    remedy = ca_remedy(ctx.ca_setup, m["namespace"], sa, ctx.options.istio_namespace, restart_command(proxy))
     return remedy or istiod_hint
 
 

@@ -167,25 +167,24 @@ def path_length_problems(chain: list[tuple[str, bool, int | None]]) -> list[str]
 EXTERNAL_CAS = ("istio-csr", "spire", "external")
 
 
-def ca_remedy(ca: CaSetup, namespace: str, pod: str, service_account: str, istio_namespace: str) -> str | None:
+def ca_remedy(ca: CaSetup, namespace: str, service_account: str, istio_namespace: str, restart: str) -> str | None:
     """What to look at when a workload certificate is missing, stale or expiring and istiod does not
-    sign: the external CA's own state, before any restart. None for istiod's own CA."""
+    sign: the external CA's own state, then `restart` (the pod's restart command). None for istiod's CA."""
     if ca.kind == "istio-csr":
         return (
             f"certificates come from cert-manager istio-csr: kubectl get certificaterequests -n {istio_namespace} "
             "(istio-csr's requests and their Ready condition) and kubectl get issuers,clusterissuers -A (the "
-            f"issuer's status), then restart the pod (kubectl delete pod {pod} -n {namespace})"
+            f"issuer's status), then restart the pod ({restart})"
         )
     if ca.kind == "spire":
         return (
             f"certificates come from SPIRE: spire-server entry show -selector k8s:ns:{namespace} -selector "
             f"k8s:sa:{service_account} (in the SPIRE server pod: is the workload registered?) and the SPIRE agent "
-            f"on the pod's node (kubectl get pods -A -l app=spire-agent -o wide), then restart the pod "
-            f"(kubectl delete pod {pod} -n {namespace})"
+            f"on the pod's node (kubectl get pods -A -l app=spire-agent -o wide), then restart the pod ({restart})"
         )
     if ca.kind == "external":
         return (
             f"certificates come from an external signer ({'; '.join(ca.evidence)}): check that signer's status and "
-            f"logs, then restart the pod (kubectl delete pod {pod} -n {namespace})"
+            f"logs, then restart the pod ({restart})"
         )
     return None
