@@ -44,6 +44,7 @@ class ProxyModel(TypedDict):
     secrets: list[dict[str, Any]]
     clusters: list[dict[str, Any]]
     inbound: list[dict[str, Any]]
+    gateway: NotRequired[list[dict[str, Any]]]  # gateways (proxy type router): their servers, by port
     rejected: NotRequired[list[dict[str, Any]]]  # sidecars: what Envoy rejected {type, name, error, ..., active}
     incomplete: list[str]
     ambient: NotRequired[dict[str, Any]]  # ambient pods only: their ztunnel view (README "ambient")

@@ -38,6 +38,7 @@ EXPECTED = {
     "cert-chain-untrusted": ("error", "Pod", "app", "untrusted-3b4c5d6e7-hhhhh"),
     "cert-identity-mismatch": ("error", "Pod", "app", "wrongid-9e7f6a4b2-eeeee"),
     "cert-expiring": ("warning", "Pod", "app", "aging-1f2a3b4c5-fffff"),
+    "gateway-credential-missing": ("error", "Pod", "istio-system", "ingress-3e4f5a6b7-rrrrr"),
     "root-mismatch": ("error", "Pod", "app", "stale-7c8d9e6f4-ccccc"),
     "ca-root-expiring": ("warning", "ConfigMap", "istio-system", "istio-ca-root-cert"),
     "destinationrule-tls-conflict": ("error", "DestinationRule", "app", "web-plain"),

@@ -22,7 +22,8 @@ def disable_ports(ctx: Context, svc: dict[str, Any]) -> dict[int, list[str]]:
     """Service port -> the sidecar pods behind it whose effective mode on the matching target port is
     DISABLE (the workload-level mode, or a port-level exception)."""
     out: dict[int, list[str]] = {}
-    pods = [p for p in ctx.pods_of(svc) if podinfo.has_envoy(p) and ctx.running(p)]
+    # Gateways take what their Gateway servers say, not what a PeerAuthentication says.
+    pods = [p for p in ctx.pods_of(svc) if podinfo.has_envoy(p) and ctx.running(p) and not podinfo.is_gateway(p)]
     for port in (svc.get("spec") or {}).get("ports") or []:
         number = port.get("port")
         if not isinstance(number, int):

@@ -53,7 +53,7 @@ How to change it: edit the policy named as deciding; `kubectl get peerauthentica
 def peerauthn_effective(ctx: Context) -> Iterator[Finding]:
     groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
     for pod in ctx.targets:
-        if not podinfo.has_envoy(pod) or ctx.exempt(key_of(pod)[0]):
+        if not podinfo.has_envoy(pod) or ctx.exempt(key_of(pod)[0]) or podinfo.is_gateway(pod):
             continue
         eff = ctx.effective(pod)
         group = (key_of(pod)[0], eff.mode, tuple(sorted(eff.ports.items())), eff.decided_by)

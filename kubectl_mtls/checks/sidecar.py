@@ -67,6 +67,8 @@ def _candidates(ctx: Context) -> Iterator[dict[str, Any]]:
         spec = pod.get("spec") or {}
         if ctx.exempt(ns) or not ctx.running(pod) or spec.get("hostNetwork"):
             continue
+        if podinfo.is_gateway(pod):  # a gateway runs its own proxy: injection rules do not apply
+            continue
         yield pod
 
 
@@ -209,7 +211,9 @@ def ambient_workload(ctx: Context) -> Iterator[Finding]:
     reads=("pods", "proxy-status"),
     explain="""
 What it looks at: `istioctl proxy-status` (JSON on istioctl 1.30+, per-type columns on 1.27+, the
-plain table before) for each sidecar: STALE, NOT SENT, ERROR, or not listed at all.
+plain table before) for each sidecar and gateway: STALE, ERROR, or not listed at all. `NOT SENT` is not
+a sync problem: istiod had nothing of that type to send (a gateway without routes shows `RDS NOT SENT`),
+as the istioctl documentation says.
 
 Why it breaks mTLS: a stale proxy keeps old clusters, listeners and secrets — an old inbound mode, old
 TLS settings, an old root after a rotation. ERROR means Envoy rejected (NACKed) istiod's config, so
@@ -238,10 +242,10 @@ def proxy_not_synced(ctx: Context) -> Iterator[Finding]:
             )
             continue
         state = status.state
-        if state in ("SYNCED", "UNKNOWN"):
+        if state in ("SYNCED", "UNKNOWN", "NOT SENT"):  # NOT SENT: istiod had nothing of that type to send
             continue
         severity = "error" if state == "ERROR" else "warning"
-        bad = {t: s for t, s in status.types.items() if s != "SYNCED"}
+        bad = {t: s for t, s in status.types.items() if s in ("STALE", "ERROR")}
         detail = ", ".join(f"{t} {s}" for t, s in sorted(bad.items()))
         reason = f": {status.error}" if getattr(status, "error", None) else ""
         hint = (

@@ -22,7 +22,7 @@ def _fqdn(svc: dict[str, Any]) -> str:
 def strict_ports(ctx: Context, svc: dict[str, Any]) -> dict[int, list[str]]:
     """Service port -> the sidecar pods behind it that are STRICT on the matching target port."""
     out: dict[int, list[str]] = {}
-    pods = [p for p in ctx.pods_of(svc) if podinfo.has_envoy(p)]
+    pods = [p for p in ctx.pods_of(svc) if podinfo.has_envoy(p) and not podinfo.is_gateway(p)]
     for port in (svc.get("spec") or {}).get("ports") or []:
         number = port.get("port")
         if not isinstance(number, int):

@@ -129,7 +129,7 @@ class Walk:
 
 def _server(
     ctx: Context, pod: dict[str, Any], service_port: dict[str, Any] | None, port: int
-) -> tuple[int | None, str | None, str]:
+) -> tuple[int | None, str | None, str | None]:
     """(target port, what the pod enforces there, what its policies say). What it enforces is its
     sidecar's inbound chains for the port (else the catch-all), "NO_SIDECAR" for a pod without one,
     None when its config was not read or holds nothing for the port."""
@@ -141,6 +141,8 @@ def _server(
     proxy = ctx.proxy(pod)
     if proxy is None:
         return tport, None, policy
+    if (proxy.model["proxy"] or {}).get("type") == "router" or podinfo.is_gateway(pod):
+        return tport, _gateway_mode(proxy.model.get("gateway") or [], tport), None  # no PeerAuthentication there
     inbound = proxy.model["inbound"]
     entry = next((e for e in inbound if e["port"] == tport), None) or next(
         (e for e in inbound if e["port"] is None), None
@@ -148,6 +150,37 @@ def _server(
     if entry is None and _rejected_inbound(ctx, pod):
         return tport, "REJECTED", policy
     return tport, entry["mode"] if entry else None, policy
+
+
+def _policy_note(policy: str | None) -> str:
+    return f" (policy {policy})" if policy else ""
+
+
+def _gateway_mode(servers: list[dict[str, Any]], port: int | None) -> str:
+    """What a gateway's servers on one port take, as automtls.accepts reads it: GW_PLAINTEXT, GW_ISTIO_MUTUAL,
+    GW_TLS (the gateway terminates or passes through the caller's own TLS), GW_NONE (no server there)."""
+    modes = {s["mode"] for s in servers if s["port"] == port}
+    if not modes:
+        return "GW_NONE"
+    if modes == {"PLAINTEXT"}:
+        return "GW_PLAINTEXT"
+    if modes == {"ISTIO_MUTUAL"}:
+        return "GW_ISTIO_MUTUAL"
+    return "GW_TLS"
+
+
+def _gateway_servers(ctx: Context, pod: dict[str, Any], port: int | None) -> str:
+    proxy = ctx.proxy(pod)
+    servers = [s for s in (proxy.model.get("gateway") or []) if s["port"] == port] if proxy else []
+    words = []
+    for server in servers:
+        what = server["mode"] + (f" for {', '.join(server['server_names'])}" if server["server_names"] else "")
+        if server["credential"]:
+            what += f" with {server['credential']}"
+        if server["client_certificate_required"]:
+            what += f", client certificate required ({server['ca_credential'] or 'CA unknown'})"
+        words.append(what)
+    return "; ".join(words) or "none"
 
 
 def _rejected_inbound(ctx: Context, pod: dict[str, Any]) -> str | None:
@@ -159,9 +192,13 @@ def _rejected_inbound(ctx: Context, pod: dict[str, Any]) -> str | None:
     return None
 
 
-def _enforced_text(ctx: Context, pod: dict[str, Any], enforced: str | None) -> str:
+def _enforced_text(ctx: Context, pod: dict[str, Any], enforced: str | None, port: int | None = None) -> str:
     if enforced == "NO_SIDECAR":
         return "has no sidecar"
+    if enforced == "GW_NONE":
+        return "is a gateway with no server on that port"
+    if enforced and enforced.startswith("GW_"):
+        return f"is a gateway, its servers there: {_gateway_servers(ctx, pod, port)}"
     if enforced == "REJECTED":
         return (
             "has no inbound listener, so it refuses every connection (Envoy rejected virtualInbound: "
@@ -172,7 +209,7 @@ def _enforced_text(ctx: Context, pod: dict[str, Any], enforced: str | None) -> s
 
 def _plaintext_refused(
     ctx: Context, dst: Destination, service_port: dict[str, Any] | None, port: int, pods: list[dict[str, Any]]
-) -> tuple[list[tuple[str, int | None, str, str]], list[str]]:
+) -> tuple[list[tuple[str, int | None, str, str | None]], list[str]]:
     """Of the pods that receive plaintext: (pod, port, what it enforces in words, policy) of those that refuse it, and
     the pods whose inbound mode was not read."""
     refused, unknown = [], []
@@ -181,7 +218,7 @@ def _plaintext_refused(
         ok = automtls.accepts(enforced, "plaintext")
         ref = "/".join(key_of(pod))
         if ok is False:
-            refused.append((ref, tport, _enforced_text(ctx, pod, enforced), policy))
+            refused.append((ref, tport, _enforced_text(ctx, pod, enforced, tport), policy))
         elif ok is None:
             unknown.append(ref)
     return refused, unknown
@@ -195,6 +232,8 @@ def _plaintext_why(
     ref = f"{ns}/{name}"
     if podinfo.sidecar_kind(pod) == "absent":
         return f"{ref} has no sidecar", inject_sidecar(pod, ns, name, _namespace_labels(ctx, ns))
+    if podinfo.is_gateway(pod):
+        return f"{ref} is a gateway", None
     tport = target_port(service_port, pod) if service_port else port
     eff = ctx.effective(pod)
     if eff.mode_for(tport) == "DISABLE":
@@ -258,7 +297,7 @@ def walk(
                     "sidecar",
                     False,
                     f"{src_ref} has no sidecar (absent): it sends plaintext without an identity, and {ref} port "
-                    f"{tport} {enforced} (policy {policy})",
+                    f"{tport} {enforced}{_policy_note(policy)}",
                     inject_src,
                     sidecar=kind,
                     refused_by=[r[0] for r in refused],
@@ -304,7 +343,7 @@ def walk(
         done(step("sidecar", None, f"could not read {src_ref}'s sidecar config", None, why=_why(ctx, src_ref)))
         return result
     status = ctx.proxy_status.get((src_ns, src_name))
-    if status is not None and status.state in ("STALE", "NOT SENT", "ERROR"):
+    if status is not None and status.state in ("STALE", "ERROR"):  # NOT SENT: nothing to send, not out of sync
         done(
             step(
                 "sidecar",
@@ -349,7 +388,7 @@ def walk(
                     False if refused else None,
                     f"no Service selects {dst.label}: calls to its pod IP leave through the passthrough cluster in "
                     + (
-                        f"plaintext, and {ref} port {tport} {enforced} (policy {policy})"
+                        f"plaintext, and {ref} port {tport} {enforced}{_policy_note(policy)}"
                         if refused
                         else f"plaintext; whether {ref} accepts it is not known"
                     ),
@@ -470,7 +509,7 @@ def walk(
                 step(
                     "client-tls",
                     False,
-                    f"{failure}, but {ref} port {tport} {enforced} (policy {policy}): "
+                    f"{failure}, but {ref} port {tport} {enforced}{_policy_note(policy)}: "
                     "it refuses plaintext",
                     fix,
                     cluster=cluster["name"],
@@ -601,7 +640,7 @@ def _auto_plaintext_pods(
 
     def labelled(pod: dict[str, Any]) -> bool:
         tport = target_port(service_port, pod) if service_port else port
-        return automtls.endpoint_labelled_istio(
+        return not podinfo.is_gateway(pod) and automtls.endpoint_labelled_istio(
             podinfo.has_envoy(pod), labels_of(pod), ctx.effective(pod).mode_for(tport)
         )
 
@@ -653,7 +692,7 @@ def _server_mode(
                 step(
                     "server-mode",
                     False,
-                    f"{ref} port {tport}: {_enforced_text(ctx, pod, enforced)}, policy says {policy}: {cause}",
+                    f"{ref} port {tport}: {_enforced_text(ctx, pod, enforced, tport)}{_policy_note(policy)}: {cause}",
                     hint,
                     port=tport,
                     enforced=enforced,
@@ -661,6 +700,13 @@ def _server_mode(
                 )
             )
             return result
+        if ok and enforced == "GW_TLS" and sends == "plaintext":
+            # The sidecar adds no TLS; the gateway terminates (or passes through) the caller's own TLS.
+            result.plaintext(
+                f"{ref} is a gateway whose server on port {tport} takes the caller's own TLS "
+                f"({_gateway_servers(ctx, pod, tport)}): the call works when SRC's application speaks TLS to it",
+                None,
+            )
         if ok is None:
             # No inbound chain for the port and no catch-all, or one not understood: not seen, not guessed.
             seen = (

@@ -57,7 +57,8 @@ def table(model: dict[str, Any], wide: bool, style: Style) -> str:
     out: list[str] = []
     proxy = model.get("proxy") or {}
     version = f", istio {proxy['istio_version']}" if proxy.get("istio_version") else ""
-    out.append(f"POD        {model['namespace']}/{model['pod']} (sidecar {model['sidecar']}{version})")
+    kind = "gateway (router)" if proxy.get("type") == "router" else f"sidecar {model['sidecar']}"
+    out.append(f"POD        {model['namespace']}/{model['pod']} ({kind}{version})")
     out.append(f"ACCOUNT    {model['service_account'] or '-'}")
     out.append(f"IDENTITY   {model['identity'] or '-'}")
     if model["certificates"]:
@@ -92,6 +93,20 @@ def table(model: dict[str, Any], wide: bool, style: Style) -> str:
             for i in model["inbound"]
         ]
         out.append(columns(["INBOUND PORT", "MODE", "FILTER CHAINS"], rows))
+    if model.get("gateway"):
+        rows = [
+            [
+                g["port"] if g["port"] is not None else "-",
+                _mode(g["mode"], style),
+                ",".join(g["server_names"]) or "*",
+                g["credential"] or "-",
+                (g["ca_credential"] or "-") + (" (required)" if g["client_certificate_required"] else ""),
+            ]
+            for g in model["gateway"]
+        ]
+        out.append(columns(["GATEWAY PORT", "TLS", "HOSTS (SNI)", "CERTIFICATE", "CLIENT CA"], rows))
+    for item in model.get("rejected") or []:
+        out.append(style.error(f"REJECTED   {item['type']} {item['name']}: {item['error']}"))
     if model["clusters"]:
         rows = [
             [

@@ -182,7 +182,11 @@ def run(args: argparse.Namespace) -> int:
         emit(data, args.output, args.query, lambda d, wide: table(d, Style.detect(args.no_color), wide))
         return EXIT_GATHER
     today = {key_of(p): ctx.effective(p) for p in ctx.targets}
-    meshed = [p for p in ctx.targets if podinfo.has_envoy(p) and ctx.running(p) and not ctx.exempt(key_of(p)[0])]
+    meshed = [
+        p
+        for p in ctx.targets
+        if podinfo.has_envoy(p) and ctx.running(p) and not ctx.exempt(key_of(p)[0]) and not podinfo.is_gateway(p)
+    ]
     policies_read = ctx.available("peerauthentications")
     lax = [
         p

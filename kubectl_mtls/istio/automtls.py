@@ -36,8 +36,15 @@ def accepts(enforced: str | None, sends: str) -> bool | None:
     "plaintext")? None when what it enforces is not known."""
     if enforced == "NO_SIDECAR":
         return sends == "plaintext"
-    if enforced == "REJECTED":  # Envoy rejected the inbound listener: nothing listens
+    if enforced in ("REJECTED", "GW_NONE"):  # Envoy rejected the inbound listener / no gateway server there
         return False
+    gateway = {  # a gateway's servers on the port (normalize.gateway): the sidecar's traffic arrives as is
+        "GW_PLAINTEXT": {"mtls": False, "plaintext": True},
+        "GW_ISTIO_MUTUAL": {"mtls": True, "plaintext": False},
+        "GW_TLS": {"mtls": False, "plaintext": True},  # the caller's own TLS, carried as bytes
+    }
+    if enforced in gateway:
+        return gateway[enforced][sends]
     table = {
         "STRICT": {"mtls": True, "plaintext": False},
         "PERMISSIVE": {"mtls": True, "plaintext": True},

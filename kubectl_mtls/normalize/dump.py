@@ -87,7 +87,7 @@ def _trim(cluster: JSON) -> JSON:
 
 def _add_listeners(out: Sections, dump: JSON) -> None:
     out.seen.add("listeners")
-    # Outbound listeners carry nothing the model reads; keep only inbound ones and rejected ones.
+    # Every listener of this section is kept here; the fast path below skips a sidecar's outbound ones.
     for entry in items(dump, "static_listeners") + items(dump, "dynamic_active_listeners"):
         listener = obj(entry, "listener")
         if listener:
@@ -246,6 +246,12 @@ _ITEMIZED = {
 }
 
 
+def _router(out: Sections) -> bool:
+    """A gateway (node id `router~...`, its bootstrap comes first in the dump): its servers are listeners
+    that are not `INBOUND`, so every listener is kept."""
+    return text(obj(out.bootstrap or {}, "node"), "id").startswith("router~")
+
+
 def _inbound_or_failed(raw: bytes, start: int, end: int) -> bool:
     """Would the model read this listener? (cheap byte test before parsing it)"""
     return any(raw.find(marker, start, end) >= 0 for marker in (b'"virtualInbound"', b'"INBOUND"', b'"error_state"'))
@@ -311,7 +317,7 @@ def _add_itemized(out: Sections, raw: bytes, view: memoryview, kind: bytes, star
         owner = next((name for pos, name in reversed(keys) if pos < opened), None)
         if owner not in _ITEMIZED[kind]:
             raise ValueError(f"unexpected list {owner}")
-        if owner == "dynamic_listeners" and not _inbound_or_failed(raw, opened, close):
+        if owner == "dynamic_listeners" and not _router(out) and not _inbound_or_failed(raw, opened, close):
             opened = -1
             continue
         items_by_key.setdefault(owner, []).append(orjson.loads(view[opened:close]))

@@ -33,6 +33,17 @@ def has_envoy(pod: dict[str, Any]) -> bool:
     return sidecar_kind(pod) in ("present", "native")
 
 
+def is_gateway(pod: dict[str, Any]) -> bool:
+    """An ingress/egress gateway: its istio-proxy runs `proxy router` (a sidecar runs `proxy sidecar`).
+    Gateways serve Gateway listeners, not `virtualInbound`: PeerAuthentication and the sidecar rules do
+    not describe what they accept."""
+    for container in (pod.get("spec") or {}).get("containers") or []:
+        if container.get("name") == PROXY_CONTAINER:
+            args = [str(a) for a in container.get("args") or []]
+            return len(args) >= 2 and args[0] == "proxy" and args[1] == "router"
+    return False
+
+
 def name_of(pod: dict[str, Any]) -> tuple[str, str]:
     meta = pod.get("metadata") or {}
     return str(meta.get("namespace") or ""), str(meta.get("name") or "")

@@ -10,6 +10,7 @@ from . import pod as podinfo
 from .certs import spiffe_id, verify_chain
 from .clusters import normalize_clusters
 from .dump import Sections
+from .gateway import normalize_gateway
 from .keys import obj, text
 from .listeners import normalize_inbound
 from .secrets import read_secrets
@@ -127,6 +128,8 @@ def build(
         model["inbound"] = normalize_inbound(sections.listeners, strange_chains)
         for said in strange_chains:
             note("inbound", said)
+        if (model["proxy"] or {}).get("type") == "router":
+            model["gateway"] = normalize_gateway(sections.listeners)
         for said in sections.listener_errors:
             note("inbound", said)
     else:

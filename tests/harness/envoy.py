@@ -48,6 +48,7 @@ __all__ = [
     "ISTIO_VERSION",
     "AppServer",
     "EnvoyStartError",
+    "GatewayServer",
     "Mesh",
     "OutboundCluster",
     "RunningSidecar",
@@ -262,6 +263,32 @@ class OutboundCluster:
         return f"/apis/networking.istio.io/v1/namespaces/{ns}/destination-rule/{name}"
 
 
+_GATEWAY_MODES = ("PLAINTEXT", "SIMPLE", "MUTUAL", "ISTIO_MUTUAL", "PASSTHROUGH")
+
+
+@dataclass(frozen=True)
+class GatewayServer:
+    """One Gateway server as istiod builds it on a gateway (proxy type ``router``): a listener
+    ``0.0.0.0_<port>`` with ``traffic_direction: OUTBOUND`` and one filter chain.
+
+    ``credential`` is the Gateway's ``credentialName``: the SDS secret ``kubernetes://<credential>``
+    (``cert_pem``/``key_pem``), and for MUTUAL ``kubernetes://<credential>-cacert`` (``ca_pem``).
+    ``delivered=False``: that secret never arrives (istiod found no such Secret), so it stays warming.
+    """
+
+    mode: str
+    hosts: Sequence[str] = ()
+    credential: str | None = None
+    cert_pem: bytes = b""
+    key_pem: bytes = b""
+    ca_pem: bytes = b""
+    delivered: bool = True
+
+    def __post_init__(self) -> None:
+        if self.mode not in _GATEWAY_MODES:
+            raise ValueError(f"GatewayServer.mode must be one of {_GATEWAY_MODES}, not {self.mode!r}")
+
+
 @dataclass(frozen=True)
 class Sidecar:
     """Spec of one sidecar. ``root_pems`` are concatenated into the ``ROOTCA`` secret."""
@@ -276,6 +303,7 @@ class Sidecar:
     inbound_app_port: int | None = None  # None: the Mesh's app server
     outbound: Sequence[OutboundCluster] = ()
     labels: dict[str, str] = field(default_factory=dict)  # extra: node metadata LABELS; "app" names node.cluster
+    gateway: Sequence[GatewayServer] = ()  # servers of a gateway: the proxy is a `router`, not a sidecar
     inbound_protocol: str = "http"  # "tcp": the inbound chains proxy TCP (tcp_proxy) instead of HTTP
     # Authorization filters for the inbound chains, as istiod writes them (RBAC, ext_authz), built from the
     # inbound port once it is allocated: HTTP filters before the router, or network filters before tcp_proxy.
@@ -300,7 +328,8 @@ class Sidecar:
 
     @property
     def node_id(self) -> str:
-        return f"sidecar~127.0.0.1~{self.pod}.{self.namespace}~{self.namespace}.svc.cluster.local"
+        kind = "router" if self.gateway else "sidecar"
+        return f"{kind}~127.0.0.1~{self.pod}.{self.namespace}~{self.namespace}.svc.cluster.local"
 
 
 def invalid_lua_listener(name: str, port: int) -> dict[str, Any]:
@@ -446,6 +475,7 @@ class RunningSidecar:
         self.admin_url = ""
         self.inbound_port: int | None = None
         self._outbound_ports: list[int] = []
+        self.gateway_ports: list[int] = []  # one per GatewayServer, in order
         self._stdio: Any = None
 
     # ---- public API --------------------------------------------------------------------------
@@ -629,6 +659,7 @@ class RunningSidecar:
     def _allocate_ports(self) -> None:
         self.inbound_port = free_port() if self.spec.inbound_mode is not None else None
         self._outbound_ports = [free_port() for _ in self.spec.outbound]
+        self.gateway_ports = [free_port() for _ in self.spec.gateway]
 
     def _cluster_index(self, cluster: int | str | OutboundCluster) -> int:
         if isinstance(cluster, int):
@@ -643,6 +674,7 @@ class RunningSidecar:
         names = [f"127.0.0.1_{p}" for p in self._outbound_ports]
         if self.inbound_port is not None:
             names.append("virtualInbound")
+        names += [f"0.0.0.0_{p}" for p in self.gateway_ports]
         return names
 
     def _launch(self) -> None:
@@ -704,7 +736,7 @@ class RunningSidecar:
         assert self.proc is not None
         deadline = time.monotonic() + self.start_timeout
         expected = set(self._expected_listeners())
-        n_clusters = len(self.spec.outbound) + (1 if self.inbound_port is not None else 0)
+        n_clusters = len(self.spec.outbound) + (self.inbound_port is not None) + bool(self.spec.gateway)
         stage = "admin address"
         while True:
             if self.proc.poll() is not None:
@@ -759,6 +791,19 @@ class RunningSidecar:
         if self.inbound_port is not None:
             listeners.append(self._inbound_listener())
             clusters.append(self._inbound_cluster())
+        for server, port in zip(spec.gateway, self.gateway_ports, strict=True):
+            listeners.append(self._gateway_listener(server, port))
+            if server.credential and server.delivered:
+                name = f"kubernetes://{server.credential}"
+                body = {"tls_certificate": {"certificate_chain": {"inline_bytes": _b64(server.cert_pem)},
+                                            "private_key": {"inline_bytes": _b64(server.key_pem)}}}
+                _atomic_write(self._credential_path(name), _secret_file(name, body))
+                if server.mode == "MUTUAL":
+                    ca = f"{name}-cacert"
+                    body = {"validation_context": {"trusted_ca": {"inline_bytes": _b64(server.ca_pem)}}}
+                    _atomic_write(self._credential_path(ca), _secret_file(ca, body))
+        if spec.gateway:
+            clusters.append(self._gateway_backend())
         clusters.append({"name": "BlackHoleCluster", "type": "STATIC", "connect_timeout": "10s"})
         _atomic_write(
             self.lds_path,
@@ -1089,6 +1134,95 @@ class RunningSidecar:
             "filter_chains": chains,
             "access_log": [_file_log(self.access_log_path)],
             "traffic_direction": "INBOUND",
+        }
+
+    # ---- gateways ----------------------------------------------------------------------------
+
+    GATEWAY_BACKEND = "outbound|80||backend.gateway.svc.cluster.local"
+
+    def _credential_path(self, name: str) -> Path:
+        return self.workdir / ("sds-" + re.sub(r"[^A-Za-z0-9_.-]", "_", name) + ".json")
+
+    def _credential_sds(self, name: str, delivered: bool) -> dict[str, Any]:
+        if delivered:
+            return _sds(name, self._credential_path(name))
+        # Nobody answers for a credentialName without a Secret: the secret stays warming, and after the
+        # initial fetch timeout the listener starts anyway, without a certificate for that server.
+        return {
+            "name": name,
+            "sds_config": {
+                "api_config_source": {
+                    "api_type": "GRPC",
+                    "transport_api_version": "V3",
+                    "grpc_services": [{"envoy_grpc": {"cluster_name": "sds-grpc"}}],
+                },
+                "initial_fetch_timeout": "0.2s",
+                "resource_api_version": "V3",
+            },
+        }
+
+    def _gateway_listener(self, server: GatewayServer, port: int) -> dict[str, Any]:
+        chain: dict[str, Any] = {}
+        if server.hosts and server.mode != "PLAINTEXT":
+            chain["filter_chain_match"] = {"server_names": list(server.hosts)}
+        if server.mode == "PASSTHROUGH":
+            chain["filters"] = [
+                {
+                    "name": "envoy.filters.network.tcp_proxy",
+                    "typed_config": {
+                        "@type": T_TCP_PROXY,
+                        "stat_prefix": "passthrough",
+                        "cluster": self.GATEWAY_BACKEND,
+                    },
+                }
+            ]
+        else:
+            hcm = self._inbound_hcm(port)
+            route = hcm["typed_config"]["route_config"]["virtual_hosts"][0]["routes"][0]["route"]
+            route["cluster"] = self.GATEWAY_BACKEND
+            chain["filters"] = [hcm]
+        if server.mode in ("SIMPLE", "MUTUAL", "ISTIO_MUTUAL"):
+            common: dict[str, Any] = {"tls_params": _tls_params(), "alpn_protocols": ["h2", "http/1.1"]}
+            if server.mode == "ISTIO_MUTUAL":
+                common["tls_certificate_sds_secret_configs"] = [_sds("default", self.sds_default_path)]
+                common["combined_validation_context"] = {
+                    "default_validation_context": {},
+                    "validation_context_sds_secret_config": _sds("ROOTCA", self.sds_rootca_path),
+                }
+            else:
+                name = f"kubernetes://{server.credential}"
+                common["tls_certificate_sds_secret_configs"] = [self._credential_sds(name, server.delivered)]
+                if server.mode == "MUTUAL":
+                    common["combined_validation_context"] = {
+                        "default_validation_context": {},
+                        "validation_context_sds_secret_config": self._credential_sds(
+                            f"{name}-cacert", server.delivered
+                        ),
+                    }
+            tls: dict[str, Any] = {"@type": T_DOWNSTREAM_TLS, "common_tls_context": common}
+            if server.mode in ("MUTUAL", "ISTIO_MUTUAL"):
+                tls["require_client_certificate"] = True
+            chain["transport_socket"] = {"name": "envoy.transport_sockets.tls", "typed_config": tls}
+        return {
+            "name": f"0.0.0.0_{port}",
+            "address": _addr(port),
+            "listener_filters": [
+                {"name": "envoy.filters.listener.tls_inspector", "typed_config": {"@type": T_TLS_INSPECTOR}}
+            ],
+            "filter_chains": [chain],
+            "traffic_direction": "OUTBOUND",
+        }
+
+    def _gateway_backend(self) -> dict[str, Any]:
+        app_port = self._default_app_port or 1
+        return {
+            "name": self.GATEWAY_BACKEND,
+            "type": "STATIC",
+            "connect_timeout": "10s",
+            "load_assignment": {
+                "cluster_name": self.GATEWAY_BACKEND,
+                "endpoints": [{"lb_endpoints": [{"endpoint": {"address": _addr(app_port)}}]}],
+            },
         }
 
     def _inbound_cluster(self) -> dict[str, Any]:

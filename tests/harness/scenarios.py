@@ -10,7 +10,7 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any
 
-from harness.envoy import Mesh, OutboundCluster, RunningSidecar, Sidecar, invalid_lua_listener
+from harness.envoy import GatewayServer, Mesh, OutboundCluster, RunningSidecar, Sidecar, invalid_lua_listener
 from harness.pki import Issued, make_root, make_workload, spiffe_id
 
 NAMESPACE = "shop"
@@ -59,6 +59,16 @@ class Scenario:
     objects: list[dict[str, Any]] = field(default_factory=list)  # namespaces, services, SAs
     roots: dict[str, Issued] = field(default_factory=dict)
     proxy_status: str = ""
+
+
+def gateway_pod_object(namespace: str, name: str, service_account: str) -> dict[str, Any]:
+    """A gateway Pod as Istio deploys it: istio-proxy runs `proxy router`, no tlsMode label."""
+    pod = pod_object(namespace, name, "ingress", service_account, sidecar="absent")
+    pod["metadata"]["labels"] = {"app": "ingress", "istio": "ingressgateway"}
+    pod["spec"]["containers"] = [
+        {"name": "istio-proxy", "image": "docker.io/istio/proxyv2:1.28.0", "args": ["proxy", "router"]}
+    ]
+    return pod
 
 
 def pod_object(
@@ -440,6 +450,17 @@ def broken_world(mesh: Mesh, now: dt.datetime | None = None) -> CheckWorld:
     nacked = sidecar("app", "nacked-8a9b1c2d3-mmmmm", "web", cert("web"), [current])
     nacked.push_rejected(listeners=[invalid_lua_listener("virtualInbound", nacked.inbound_port or 0)])
     _serve(w, "app", p("app", "nacked-8a9b1c2d3-mmmmm", "web", "web"), nacked)
+    # An ingress gateway whose MUTUAL server names a credential that never arrived: gateway-credential-missing
+    gateway = add_sidecar(
+        mesh,
+        ISTIO_NS,
+        "ingress-3e4f5a6b7-rrrrr",
+        "ingress",
+        make_workload(current, ISTIO_NS, "ingress", chain=[current]),
+        [current],
+        gateway=[GatewayServer("PLAINTEXT"), GatewayServer("MUTUAL", ["api.example.com"], "api-cert", delivered=False)],
+    )
+    _serve(w, ISTIO_NS, gateway_pod_object(ISTIO_NS, "ingress-3e4f5a6b7-rrrrr", "ingress"), gateway)
     # No sidecar although STRICT applies, behind Service web: sidecar-missing + mixed-sidecar-service.
     w.objects.append(p("app", "legacy-9b1c2d3e4-nnnnn", "web", "default", sidecar="absent"))
     ambient = pod_object("app", "mesh-less-1c2d3e4f5-ooooo", "ambient", "default", sidecar="absent")
