@@ -178,7 +178,10 @@ def _signals_as_exit() -> Iterator[None]:
     """SIGTERM and SIGHUP end the run like Ctrl-C does, through the cleanup above (exit 128+signal).
     SIGKILL cannot be caught: it may leave a `.DIR.*` temporary directory (see the README)."""
 
+    from ..sources import istioctl
+
     def leave(signum: int, _frame: Any) -> None:
+        istioctl.stop_all()  # worker threads waiting on istioctl return, so the process can end
         raise SystemExit(128 + signum)
 
     previous: dict[int, Any] = {}
@@ -190,6 +193,9 @@ def _signals_as_exit() -> Iterator[None]:
         pass
     try:
         yield
+    except KeyboardInterrupt:
+        istioctl.stop_all()
+        raise
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

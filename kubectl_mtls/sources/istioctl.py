@@ -7,10 +7,32 @@ import os
 import shutil
 import signal
 import subprocess
+import threading
 
 from ..errors import GatherError, one_line
 
 DEFAULT_TIMEOUT = 30.0
+
+# istioctl calls still running, so an interrupted run can stop them: they run in sessions of their own
+# (no terminal signal reaches them) and worker threads wait on them.
+_RUNNING: set[subprocess.Popen[bytes]] = set()
+_RUNNING_LOCK = threading.Lock()
+_stopping = threading.Event()
+
+
+def _kill(proc: subprocess.Popen[bytes]) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
+def stop_all() -> None:
+    """Kill every running istioctl (and what it started), and any started from now on: the run was
+    interrupted, and the threads waiting on them must return."""
+    _stopping.set()
+    with _RUNNING_LOCK:
+        running = list(_RUNNING)
+    for proc in running:
+        _kill(proc)
 
 
 def find(explicit: str | None) -> str:
@@ -38,6 +60,18 @@ def run(argv: list[str], timeout: float) -> bytes:
         )
     except OSError as exc:
         raise GatherError(f"cannot run {argv[0]}: {exc.strerror or exc}") from None
+    with _RUNNING_LOCK:
+        _RUNNING.add(proc)
+    if _stopping.is_set():
+        _kill(proc)
+    try:
+        return _finish(proc, shown, timeout)
+    finally:
+        with _RUNNING_LOCK:
+            _RUNNING.discard(proc)
+
+
+def _finish(proc: subprocess.Popen[bytes], shown: str, timeout: float) -> bytes:
     try:
         out, err = proc.communicate(timeout=timeout if timeout > 0 else None)
     except KeyboardInterrupt:  # its own session does not get the terminal's Ctrl-C: stop it ourselves
