@@ -5,18 +5,21 @@ The base is the bundled snapshot examples/rotation (recorded from real Envoy sid
 it, applies one to three seeded mutations (tests/harness/fuzz.py) and runs one command on it. The seed
 and the number of cases are fixed for CI; a longer run:
 
-    KUBECTL_MTLS_FUZZ_CASES=5000 KUBECTL_MTLS_FUZZ_SEED=7 .venv/bin/pytest -q tests/test_fuzz_inputs.py
+    KUBECTL_MTLS_FUZZ_CASES=6000 KUBECTL_MTLS_FUZZ_SEED=7 .venv/bin/pytest -q tests/test_fuzz_inputs.py
+
+(6,000 snapshot cases and 500 live-path snapshot cases, about ten minutes.)
 
 A failure names the case (command and mutations) and reproduces with the same seed.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
 import pytest
-from harness.fuzz import Mutator, Runner, problems
+from harness.fuzz import Mutator, Runner, leaks, problems
 
 REPO = Path(__file__).resolve().parent.parent
 BASE = REPO / "examples" / "rotation"
@@ -32,7 +35,9 @@ COMMANDS = [
     ["proxy", PAYMENTS, "-n", "shop", "-o", "yaml"],
     ["strict-ready", "-n", "shop"],
 ]
-CASES = int(os.environ.get("KUBECTL_MTLS_FUZZ_CASES", "400"))
+CASES = int(os.environ.get("KUBECTL_MTLS_FUZZ_CASES", "600"))
+SNAPSHOT_CASES = max(1, CASES // 12)  # each is a snapshot through the doubles and a replay
+DUMPED = (FRONTEND, ORDERS, PAYMENTS)
 SEED = int(os.environ.get("KUBECTL_MTLS_FUZZ_SEED", "20261206"))
 CASE_TIMEOUT = 30.0  # seconds; a case takes well under one, so only a hang comes near
 
@@ -97,3 +102,39 @@ def test_fuzz_is_reproducible(tmp_path: Path, seed: int) -> None:
     first = [Mutator(BASE, outside, seed).case(i, tmp_path / f"a{i}", COMMANDS) for i in range(1)]
     second = [Mutator(BASE, outside, seed).case(i, tmp_path / f"b{i}", COMMANDS) for i in range(1)]
     assert [c.mutations for c in first] == [c.mutations for c in second]
+
+
+def test_mutated_dumps_never_leak_into_a_snapshot(tmp_path: Path) -> None:
+    """The live path: mutated sidecar dumps (planted keys in every encoding, wrong types, truncation)
+    served by the istioctl double, saved with `kubectl mtls snapshot`: no traceback, no internal error,
+    and no planted key in any file written; a written snapshot replays."""
+    from harness.cluster import FakeCluster
+
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    pods = json.loads((BASE / "kubernetes" / "pods.json").read_text())["items"]
+    mutator = Mutator(BASE, outside, SEED + 1)
+    runner = Runner(CASE_TIMEOUT)
+    failures: list[str] = []
+    with FakeCluster(tmp_path / "cluster", [p for p in pods if p["metadata"]["name"] in DUMPED]) as cluster:
+        cluster.set_proxy_status((BASE / "istio" / "proxy-status.txt").read_text())
+        env = {"KUBECONFIG": str(cluster.kubeconfig), "PATH": cluster.env()["PATH"]}
+        try:
+            for number in range(SNAPSHOT_CASES):
+                case = mutator.dump_case(number, tmp_path / f"case{number}")
+                for pod in DUMPED:
+                    cluster.set_proxy("shop", pod, {"dump": str(case.directory / "proxies" / "shop" / f"{pod}.json")})
+                target = tmp_path / f"out{number}"
+                outcome = runner.run(["snapshot", "-n", "shop", "-d", str(target)], None, env)
+                found = problems(case, outcome)
+                if target.exists():
+                    found += leaks(target, case.planted_keys)
+                    replay = runner.run(["certs", "-A", "--snapshot", str(target)], target)
+                    found += [f"replay: {p}" for p in problems(case, replay)]
+                if found:
+                    failures.append(f"{case.describe()}\n    " + "\n    ".join(found))
+                if len(failures) >= 5:
+                    break
+        finally:
+            runner.close()
+    assert not failures, f"seed {SEED + 1}: {len(failures)} badly handled case(s):\n" + "\n".join(failures)

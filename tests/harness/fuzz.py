@@ -115,10 +115,20 @@ class Mutator:
             case.mutations.append(mutation(case))
         return case
 
-    def _json_files(self, case: Case) -> list[Path]:
-        return sorted(
-            p for p in case.directory.rglob("*.json") if p.is_file() and not p.is_symlink() and p.stat().st_size
-        )
+    def dump_case(self, number: int, directory: Path) -> Case:
+        """A case for the live path: only the sidecar dumps are damaged (they are what istioctl prints)."""
+        shutil.copytree(self.base, directory, symlinks=True)
+        case = Case(number, directory, ["snapshot"])
+        for _ in range(self.random.choice((1, 2))):
+            mutation = self.random.choice(
+                (self.plant_key, self.plant_key, self.type_swap, self.delete_key, self.truncate, self.odd_certificate)
+            )
+            case.mutations.append(mutation(case, "proxies"))
+        return case
+
+    def _json_files(self, case: Case, under: str = "") -> list[Path]:
+        root = case.directory / under if under else case.directory
+        return sorted(p for p in root.rglob("*.json") if p.is_file() and not p.is_symlink() and p.stat().st_size)
 
     def _load(self, path: Path) -> Any:
         try:
@@ -129,8 +139,8 @@ class Mutator:
     def _store(self, path: Path, doc: Any) -> None:
         path.write_text(json.dumps(doc))
 
-    def _pick_file(self, case: Case) -> tuple[Path, Any]:
-        files = self._json_files(case)
+    def _pick_file(self, case: Case, under: str = "") -> tuple[Path, Any]:
+        files = self._json_files(case, under)
         for _ in range(5):
             path = self.random.choice(files)
             doc = self._load(path)
@@ -141,8 +151,8 @@ class Mutator:
     def _rel(self, case: Case, path: Path) -> str:
         return str(path.relative_to(case.directory))
 
-    def type_swap(self, case: Case) -> str:
-        path, doc = self._pick_file(case)
+    def type_swap(self, case: Case, under: str = "") -> str:
+        path, doc = self._pick_file(case, under)
         if doc is None:
             return "type swap skipped"
         where = self.random.choice(_walk(doc)[1:] or [()])
@@ -154,8 +164,8 @@ class Mutator:
         self._store(path, doc)
         return f"{self._rel(case, path)}: {'.'.join(map(str, where))} = {value!r}"
 
-    def delete_key(self, case: Case) -> str:
-        path, doc = self._pick_file(case)
+    def delete_key(self, case: Case, under: str = "") -> str:
+        path, doc = self._pick_file(case, under)
         keyed = [p for p in _walk(doc)[1:] if isinstance(_get(doc, p[:-1]), dict)]
         if not keyed:
             return "delete skipped"
@@ -164,8 +174,8 @@ class Mutator:
         self._store(path, doc)
         return f"{self._rel(case, path)}: deleted {'.'.join(map(str, where))}"
 
-    def truncate(self, case: Case) -> str:
-        path = self.random.choice(self._json_files(case))
+    def truncate(self, case: Case, under: str = "") -> str:
+        path = self.random.choice(self._json_files(case, under))
         data = path.read_bytes()
         cut = self.random.randrange(len(data))
         path.write_bytes(data[:cut])
@@ -185,7 +195,7 @@ class Mutator:
                         out.append((path, doc, where))
         return out
 
-    def odd_certificate(self, case: Case) -> str:
+    def odd_certificate(self, case: Case, under: str = "") -> str:
         targets = self._secret_values(case)
         if not targets:
             return "odd certificate skipped"
@@ -221,10 +231,10 @@ class Mutator:
         self._store(path, doc)
         return f"{self._rel(case, path)}: damaged line {index} of the PEM at {'.'.join(map(str, where))}"
 
-    def plant_key(self, case: Case) -> str:
+    def plant_key(self, case: Case, under: str = "") -> str:
         """A private key in a place a diagnosis may print (a SAN-bearing field, an annotation, a
         secret): it must never reach the output."""
-        path, doc = self._pick_file(case)
+        path, doc = self._pick_file(case, under)
         if not isinstance(doc, (dict, list)):
             return "plant skipped"
         forms, needles = self.random.choice(self.keys)
@@ -336,12 +346,14 @@ class Runner:
             text=True,
         )
 
-    def run(self, argv: list[str], root: Path) -> Outcome:
+    def run(self, argv: list[str], root: Path | None, env: dict[str, str] | None = None) -> Outcome:
+        """Run argv; `root` is the snapshot (reads outside it are recorded; None: not watched)."""
         import select
 
         if self.process is None or self.process.poll() is not None:
             self._start()
-        self.process.stdin.write(json.dumps({"argv": argv, "root": str(root)}) + "\n")
+        request = {"argv": argv, "root": str(root) if root else None, "env": env or {}}
+        self.process.stdin.write(json.dumps(request) + "\n")
         self.process.stdin.flush()
         ready, _, _ = select.select([self.process.stdout], [], [], self.timeout)
         line = self.process.stdout.readline() if ready else ""
@@ -384,6 +396,18 @@ def problems(case: Case, outcome: Outcome) -> list[str]:
     return found
 
 
+def leaks(directory: Path, needles: list[bytes]) -> list[str]:
+    """Files under `directory` holding one of the planted keys' substrings (raw or JSON-unescaped)."""
+    found = []
+    for path in directory.rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            data = path.read_bytes()
+            unescaped = data.replace(b"\\/", b"/").replace(b"\\n", b"\n")
+            if any(n in data or n in unescaped for n in needles):
+                found.append(f"planted private key written to {path.relative_to(directory)}")
+    return found
+
+
 # -- the worker process ----------------------------------------------------------------------------
 def worker() -> None:
     """Read cases (JSON lines: argv, root) on stdin; answer one JSON line per case on stdout."""
@@ -414,7 +438,10 @@ def worker() -> None:
     warnings.simplefilter("always")  # a warning in case 40 must show even if case 3 raised it already
     for line in sys.stdin:
         request = json.loads(line)
-        state["root"], state["outside"] = os.path.realpath(request["root"]), []
+        saved_env = {key: os.environ.get(key) for key in request["env"]}
+        os.environ.update(request["env"])
+        state["root"] = os.path.realpath(request["root"]) if request["root"] else None
+        state["outside"] = []
         out, err = io.StringIO(), io.StringIO()
         sys.stdout, sys.stderr = out, err
         try:
@@ -429,6 +456,11 @@ def worker() -> None:
         finally:
             sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__
             state["root"] = None
+            for key, value in saved_env.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
         channel.write(
             json.dumps(
                 {"code": code, "stdout": out.getvalue(), "stderr": err.getvalue(), "outside": state["outside"]}
