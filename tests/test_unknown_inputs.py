@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from conftest import run_cli
 from test_trust_envoy import Made, leaf, root, secrets_dump, write_secrets_snapshot
 
@@ -177,7 +178,7 @@ def pair_snapshot(base: Path, *, server_secrets: bool = True, kinds: tuple[str, 
     ]
     objects = {
         "pods": pods,
-        "namespaces": [{"metadata": {"name": "default"}}],
+        "namespaces": [{"metadata": {"name": "default", "labels": {"istio-injection": "enabled"}}}],
         "services": [
             {
                 "metadata": {"name": "web", "namespace": "default"},
@@ -238,3 +239,68 @@ def test_pair_to_a_service_when_services_were_not_read(tmp_path: Path) -> None:
     proc = run_cli("check", "pair", "client-0", "web-0", "-n", "default", "--snapshot", str(snap), "-o", "json")
     data = json.loads(proc.stdout)
     assert (proc.returncode, data["first_failure"]) == (3, "client-tls"), data["steps"]
+
+
+def test_a_kind_listed_only_in_part_when_the_snapshot_was_taken_is_not_read(tmp_path: Path) -> None:
+    """`snapshot` records a forbidden listing in snapshot.json; the replay must not take the rest as all."""
+    snap = pair_snapshot(tmp_path / "snap")
+    manifest = {
+        "format": "kubectl-mtls-snapshot",
+        "version": 1,
+        "incomplete": [
+            {
+                "kind": "peerauthentications",
+                "namespace": "istio-system",
+                "error": 'peerauthentications.security.istio.io is forbidden: User "me" cannot list resource',
+            }
+        ],
+    }
+    (snap / "snapshot.json").write_text(json.dumps(manifest))
+    _, data = check_json(snap, "-n", "default")
+    status = statuses(data)
+    assert status["peerauthn-effective"] == status["proxy-policy-drift"] == "skipped", data["incomplete"]
+    whys = {i["what"]: i["why"] for i in data["incomplete"]}
+    assert "not read when the snapshot was taken" in whys["peerauthentications"]
+    assert not [f for f in data["findings"] if f["check"].startswith("peerauthn")]
+
+
+def _shape(base: Path, shape: str) -> Path:
+    import shutil
+
+    snap = pair_snapshot(base)
+    if shape == "no kubernetes/":
+        shutil.rmtree(snap / "kubernetes")
+    elif shape == "pods only":
+        for path in (snap / "kubernetes").iterdir():
+            if path.name != "pods.json":
+                path.unlink()
+    elif shape == "split dumps, no secrets":
+        for path in snap.glob("proxies/*/*/secret.json"):
+            path.unlink()
+    elif shape == "secrets only":
+        for path in [*snap.glob("proxies/*/*/cluster.json"), *snap.glob("proxies/*/*/listener.json")]:
+            path.unlink()
+    return snap
+
+
+@pytest.mark.parametrize("shape", ["full", "no kubernetes/", "pods only", "split dumps, no secrets", "secrets only"])
+def test_a_healthy_mesh_in_every_snapshot_shape_raises_nothing(tmp_path: Path, shape: str) -> None:
+    """Whatever part of a healthy mesh a snapshot holds, no command turns the missing part into a problem."""
+    snap = _shape(tmp_path / "snap", shape)
+    code, data = check_json(snap, "-A")
+    assert [f for f in data["findings"] if f["severity"] != "info"] == [], (shape, data["findings"])
+    assert code == 0
+    proc = run_cli("certs", "-A", "--snapshot", str(snap), "-o", "json")
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stdout + proc.stderr
+    proc = run_cli("check", "pair", "client-0", "default/web-0", "--snapshot", str(snap), "-o", "json")
+    assert "Traceback" not in proc.stderr
+    verdict = json.loads(proc.stdout)["verdict"] if proc.stdout.strip() else "error"
+    assert verdict in ("ok", "unknown") and proc.returncode in (0, 3), (shape, proc.stdout, proc.stderr)
+    proc = run_cli("rootdiff", "client-0", "web-0", "-n", "default", "--snapshot", str(snap), "-o", "json")
+    assert "Traceback" not in proc.stderr, proc.stderr
+    expected = 3 if shape == "split dumps, no secrets" else 0  # certificates not read: unknown, not a mismatch
+    assert proc.returncode == expected, (shape, proc.stdout, proc.stderr)
+    proc = run_cli("strict-ready", "-n", "default", "--snapshot", str(snap), "-o", "json")
+    assert "Traceback" not in proc.stderr, proc.stderr
+    ready = json.loads(proc.stdout)
+    assert [f for f in ready["findings"] if f["severity"] == "error"] == [], (shape, ready["findings"])

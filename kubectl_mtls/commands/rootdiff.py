@@ -54,6 +54,9 @@ def _side(proxy: Proxy) -> dict[str, Any]:
 
 def _trust(chain_of: Proxy, roots_of: Proxy, moment: Any) -> tuple[bool | None, str | None]:
     """(True, None), (False, why), or (None, why) when the tool cannot tell what Envoy would decide."""
+    for side in (chain_of, roots_of):
+        if not side.knows("certificates"):  # not read is not missing
+            return None, f"{side.ref}: {side.unknown['certificates']}"
     if not chain_of.chain:
         return False, f"{chain_of.ref} has no workload certificate"
     if not roots_of.roots:
@@ -81,7 +84,7 @@ def compare(
     result["verdict"], result["fix"] = fixes.rootdiff_verdict(src, dst, result, moment, namespace_labels)
     undecided = [why for ok, why in ((s_by_d, s_by_d_reason), (d_by_s, d_by_s_reason)) if ok is None]
     if undecided and False not in (s_by_d, d_by_s):
-        result["verdict"] = f"unknown: cannot tell whether Envoy accepts the chain ({undecided[0]})"
+        result["verdict"] = f"unknown: cannot tell whether each side accepts the other ({undecided[0]})"
         result["fix"] = None
     return result
 
@@ -167,7 +170,8 @@ def table(data: dict[str, Any], wide: bool, style: Style) -> str:
     if rows:
         lines.append(columns([*headers, "NOT AFTER", "SOURCE", "DESTINATION"], rows))
     else:
-        lines.append("Neither sidecar holds a root certificate.\n")
+        unread = data["verdict"].startswith("unknown:")
+        lines.append("No root certificate was read.\n" if unread else "Neither sidecar holds a root certificate.\n")
 
     def trust(ok: bool | None, reason: str | None) -> str:
         if ok is None:

@@ -300,6 +300,14 @@ class SnapshotSource:
             raise UsageError(f"unknown kind {kind}")
         if KINDS[kind].istio_namespace_only:
             namespace = None  # a snapshot holds only the Istio namespace's objects of this kind
+        for failure in self.manifest.get("incomplete") or []:
+            # Listed in part when the snapshot was taken: what failed was not read, it is not "none".
+            if not isinstance(failure, dict) or failure.get("kind") != kind:
+                continue
+            where = str(failure.get("namespace") or "")
+            if namespace is None or not where or where == namespace:
+                scope = f" in namespace {where}" if where else ""
+                raise NotCapturedError(f"{kind}{scope} not read when the snapshot was taken: {failure.get('error')}")
         return [
             o
             for o in self._items(kind)
