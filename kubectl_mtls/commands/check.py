@@ -48,6 +48,9 @@ def register(sub: Any, output: argparse.ArgumentParser, source: argparse.Argumen
         "(a pod, or a Service: svc/NAME, svc/NAME.NS, NAME.NS.svc.cluster.local)",
     )
     parser.add_argument("--port", type=int, help="pair: the Service port SRC dials (a pod: the container port)")
+    from .contexts import add_flags
+
+    add_flags(parser)  # pair across clusters: CONTEXT:NS/POD, --source-context, --destination-context
     parser.add_argument(
         "--probe",
         action="store_true",

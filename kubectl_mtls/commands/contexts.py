@@ -30,6 +30,12 @@ def split(ref: str) -> tuple[str | None, str]:
     return context, rest
 
 
+def named(args: argparse.Namespace, refs: list[str]) -> bool:
+    """Does the command line name a context for either side?"""
+    flags = getattr(args, "source_context", None) or getattr(args, "destination_context", None)
+    return bool(flags) or any(split(r)[0] for r in refs)
+
+
 @dataclass
 class Side:
     source: Source

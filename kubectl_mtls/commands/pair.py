@@ -910,6 +910,18 @@ def _ports(dst: Destination, wanted: int | None) -> list[tuple[dict[str, Any] | 
 def run_pair(args: argparse.Namespace) -> int:
     if len(args.names) != 2:
         raise UsageError("check pair needs SRC and DST, e.g. check pair client-7d9 svc/reviews")
+    from . import contexts
+
+    if contexts.named(args, args.names):  # CONTEXT:NS/POD or --source-context/--destination-context
+        dst_name = contexts.split(args.names[1])[1]
+        if dst_name.startswith(("svc/", "service/", "services/")) or ".svc." in dst_name:
+            raise UsageError("across clusters DST is a pod (CONTEXT:NAMESPACE/POD); its Services are found from it")
+        src_side, dst_side, across = contexts.sides(args, *args.names)
+        if across:
+            from .pair_clusters import run as run_across
+
+            return run_across(args, src_side, dst_side)
+        args.names, args.context = [contexts.split(n)[1] for n in args.names], src_side.context
     request = parse_request(args)
     source = open_source(args)
     default_ns = namespace_of(args, source)
