@@ -79,6 +79,53 @@ def workload_of(pod: dict[str, Any]) -> str:
     return str(meta(pod).get("name") or "")
 
 
+def caller_reason(ctx: Context, caller: Any, dst_pods: list[dict[str, Any]]) -> tuple[str, str | None]:
+    """Why this caller sends the workload plaintext, in check pair's words, and what would change it:
+    from the caller's own sidecar config (its outbound clusters for the workload's Services)."""
+    from ..istio import automtls
+
+    if caller.source_workload == "unknown":
+        return "caller has no sidecar", None
+    ns, workload = caller.source_namespace, caller.source_workload
+    client_pods = [p for p in ctx.pods_by_namespace.get(ns, []) if workload_of(p) == workload]
+    proxies = [proxy for p in client_pods if (proxy := ctx.proxy(p)) is not None]
+    if not proxies:
+        return f"not known: the sidecar config of {ns}/{workload} was not read (outside the scope, or unreadable)", None
+    hosts = {f"{key_of(svc)[1]}.{key_of(svc)[0]}.svc.cluster.local" for p in dst_pods for svc in ctx.services_of(p)}
+    clusters = [c for proxy in proxies for c in proxy.model["clusters"] if c["host"] in hosts]
+    if not clusters:
+        return (
+            f"{ns}/{workload}'s sidecar has no outbound cluster for the workload's Services: it calls a pod IP, "
+            "which leaves through the passthrough cluster in plaintext",
+            None,
+        )
+    for cluster in clusters:
+        if cluster["tls_mode"] == "DISABLE":
+            dr = cluster["destination_rule"]
+            hint = (
+                f"kubectl edit destinationrule {dr['name']} -n {dr['namespace']}   # tls.mode ISTIO_MUTUAL, or no tls"
+                if dr and dr.get("name")
+                else None
+            )
+            return automtls.disable_reason(cluster), hint
+    for cluster in clusters:
+        total, istio = cluster["endpoints"], cluster["mtls_endpoints"]
+        if cluster["tls_mode"] == "AUTO" and total and (istio or 0) < total:
+            whys = []
+            for pod in dst_pods:
+                label = labels_of(pod).get(automtls.TLS_LABEL, "istio")
+                if ctx.effective(pod).mode == "DISABLE":
+                    whys.append(f"{'/'.join(key_of(pod))} is DISABLE")
+                elif label != "istio":
+                    whys.append(f"{'/'.join(key_of(pod))} is labelled {automtls.TLS_LABEL}={label}")
+            return automtls.auto_reason(total - (istio or 0), total, whys), None
+    return (
+        f"not known: {ns}/{workload}'s sidecar sends this workload mTLS now (the plaintext came earlier, or over "
+        "another path)",
+        None,
+    )
+
+
 def _simulate_strict(ctx: Context, scope: Scope) -> None:
     """Add the STRICT policy the user is about to apply, older than everything so it wins its level."""
     where = scope.namespace or ctx.mesh.root_namespace
@@ -208,9 +255,10 @@ def run(args: argparse.Namespace) -> int:
     rows: list[dict[str, Any]] = []
     for (ns, name), pods in sorted(workloads.items()):
         found = callers.get((ns, name), [])
+        reasons = [caller_reason(ctx, caller, pods) for caller in found]
         if found:
             verdict = "not ready"
-            for caller in found:
+            for caller, (reason, reason_hint) in zip(found, reasons, strict=True):
                 no_sidecar = caller.source_workload == "unknown"
                 who = (
                     "a caller without sidecar" if no_sidecar else f"{caller.source_namespace}/{caller.source_workload}"
@@ -223,12 +271,14 @@ def run(args: argparse.Namespace) -> int:
                         ns,
                         key_of(pods[0])[1],
                         f"workload {ns}/{name} still receives plaintext from {who}: {caller.requests:g} request(s), "
-                        f"{caller.connections:g} connection(s)",
+                        f"{caller.connections:g} connection(s); why: {reason}",
                         "find that client (the access log's source address) and give it a sidecar, or keep a "
                         "port-level PERMISSIVE exception for it"
                         if no_sidecar
-                        else f"kubectl mtls check pod -n {caller.source_namespace} -l app={caller.source_workload}   "
+                        else reason_hint
+                        or f"kubectl mtls check pod -n {caller.source_namespace} -l app={caller.source_workload}   "
                         "# it has a sidecar but sends plaintext: look for a DestinationRule DISABLE",
+                        plaintext_reason=reason,
                         pods=["/".join(key_of(p)) for p in pods],
                         source_workload=caller.source_workload,
                         source_namespace=caller.source_namespace,
@@ -262,7 +312,7 @@ def run(args: argparse.Namespace) -> int:
                 "mode": today[key_of(pods[0])].mode if policies_read else "unknown",
                 "verdict": verdict,
                 "pods": ["/".join(key_of(p)) for p in pods],
-                "callers": [c.__dict__ for c in found],
+                "callers": [{**c.__dict__, "plaintext_reason": r[0]} for c, r in zip(found, reasons, strict=True)],
             }
         )
 
@@ -344,6 +394,13 @@ def table(data: dict[str, Any], style: Style, wide: bool = False) -> str:
         lines.append(
             "No workload to switch." if data["incomplete"] else "Every workload in scope already enforces STRICT."
         )
+    why = [(w, c) for w in data["workloads"] for c in w["callers"] if c.get("plaintext_reason")]
+    if why:
+        lines += ["", style.bold("why they send plaintext")]
+        for w, c in why:
+            who = f"{c['source_namespace']}/{c['source_workload']}"
+            who = "(no sidecar)" if c["source_workload"] == "unknown" else who
+            lines.append(f"  {who} → {w['namespace']}/{w['workload']}: {c['plaintext_reason']}")
     after = [f for f in data["findings"] if f["message"].startswith("after the switch")]
     if after:
         lines += ["", style.bold("would break after the switch")]
