@@ -287,6 +287,14 @@ def _collect(
                 writer.write_bytes(stats_path(ns, name), source.envoy_stats(ns, name).encode())
             except MtlsError as exc:
                 incomplete.append({"namespace": ns, "pod": name, "error": f"stats: {exc}"})
+        for entry in ztunnels:  # ambient workloads' metrics are reported by their node's ztunnel
+            try:
+                text = source.ztunnel_stats(entry["namespace"], entry["pod"])
+                writer.write_bytes(stats_path(entry["namespace"], entry["pod"]), text.encode())
+            except MtlsError as exc:
+                incomplete.append(
+                    {"namespace": entry["namespace"], "pod": entry["pod"], "error": f"ztunnel stats: {exc}"}
+                )
     return {
         "format": FORMAT,
         "version": FORMAT_VERSION,

@@ -142,6 +142,30 @@ def _simulate_strict(ctx: Context, scope: Scope) -> None:
     ctx.assume("peerauthentications", synthetic)
 
 
+ZTUNNEL = "ztunnel"  # marks the ztunnel pods among those whose stats are read
+
+
+def ztunnels_of(ctx: Context, ambient: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The ztunnels of the nodes the ambient pods run on: each reports, as `reporter="destination"`, the
+    connections its node's ambient pods accept (`connection_security_policy` `mutual_tls` or `unknown`)."""
+    if not ambient:
+        return []
+    try:
+        by_node = {(p.get("spec") or {}).get("nodeName"): p for p in ctx.source.ztunnel_pods()}
+    except MtlsError as exc:
+        ctx.note("ztunnel pods", str(exc))
+        return []
+    wanted: dict[tuple[str, str], dict[str, Any]] = {}
+    for pod in ambient:
+        node = (pod.get("spec") or {}).get("nodeName")
+        ztunnel = by_node.get(node)
+        if ztunnel is None:
+            ctx.note(f"stats of {'/'.join(key_of(pod))}", f"no ztunnel pod found on its node {node or '(unknown)'}")
+            continue
+        wanted[key_of(ztunnel)] = {**ztunnel, "kind": ZTUNNEL}
+    return list(wanted.values())
+
+
 def _callers(
     ctx: Context, source: Any, pods: list[dict[str, Any]], args: argparse.Namespace, scope: Scope
 ) -> tuple[dict[tuple[str, str], list[Any]], set[tuple[str, str]], dict[tuple[str, str], dict[str, float]]]:
@@ -169,12 +193,16 @@ def _callers(
     def stats(pod: dict[str, Any]) -> tuple[dict[str, Any], str | None, str | None]:
         ns, name = key_of(pod)
         try:
+            if pod.get("kind") == ZTUNNEL:
+                return pod, source.ztunnel_stats(ns, name), None
             return pod, source.envoy_stats(ns, name), None
         except MtlsError as exc:
             return pod, None, str(exc)
 
+    sidecars = [p for p in pods if podinfo.has_envoy(p)]
+    ztunnels = ztunnels_of(ctx, [p for p in pods if not podinfo.has_envoy(p)])
     with ThreadPoolExecutor(max_workers=max(1, args.concurrency)) as pool:
-        for pod, text, error in pool.map(stats, pods):
+        for pod, text, error in pool.map(stats, sidecars + ztunnels):
             ns, name = key_of(pod)
             if error is not None or text is None:
                 ctx.note(f"stats of {ns}/{name}", error or "empty")
@@ -229,10 +257,14 @@ def run(args: argparse.Namespace) -> int:
         emit(data, args.output, args.query, lambda d, wide: table(d, Style.detect(args.no_color), wide))
         return EXIT_GATHER
     today = {key_of(p): ctx.effective(p) for p in ctx.targets}
+    # In the mesh: a sidecar, or captured by ztunnel (ambient; its node's ztunnel reports its traffic).
     meshed = [
         p
         for p in ctx.targets
-        if podinfo.has_envoy(p) and ctx.running(p) and not ctx.exempt(key_of(p)[0]) and not podinfo.is_gateway(p)
+        if (podinfo.has_envoy(p) or podinfo.sidecar_kind(p) == "ambient")
+        and ctx.running(p)
+        and not ctx.exempt(key_of(p)[0])
+        and not podinfo.is_gateway(p)
     ]
     policies_read = ctx.available("peerauthentications")
     lax = [

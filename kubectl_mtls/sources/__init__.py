@@ -57,6 +57,10 @@ class Source(Protocol):
         """The ztunnel pods (DaemonSet `ztunnel`, label app=ztunnel) of the Istio namespace."""
         ...
 
+    def ztunnel_stats(self, namespace: str, pod: str) -> str:
+        """A ztunnel's Istio metrics in Prometheus text format (its port 15020, `/stats/prometheus`)."""
+        ...
+
     def ztunnel_config(self, namespace: str, pod: str) -> Document:
         """One ztunnel's config: `istioctl ztunnel-config all <pod>.<ns> -o json`, as printed."""
         ...

@@ -32,6 +32,7 @@ DEFAULT_REQUEST_TIMEOUT = 30.0
 # An exec credential plugin (kubeconfig users.user.exec) gets as long as one request.
 MAX_PAGES = 10_000  # 5,000,000 objects of one kind: beyond that, a server that never stops paging
 ZTUNNEL_SELECTOR = "app=ztunnel"
+ZTUNNEL_METRICS_PORT = 15020
 INCLUSTER_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
 
 
@@ -297,6 +298,12 @@ class LiveSource:
 
     def ztunnel_pods(self) -> list[dict[str, Any]]:
         return self.list_pods(self.conn.istio_namespace, ZTUNNEL_SELECTOR)
+
+    def ztunnel_stats(self, namespace: str, pod: str) -> str:
+        """Through the API server's pod proxy (`get` on pods/proxy): istioctl has no ztunnel stats command."""
+        return self._get_text(
+            self._core_path("pods", namespace, f"{pod}:{ZTUNNEL_METRICS_PORT}") + "/proxy/stats/prometheus"
+        )
 
     def ztunnel_config(self, namespace: str, pod: str) -> Document:
         argv = self._istioctl("ztunnel-config", "all", f"{pod}.{namespace}", "-o", "json")

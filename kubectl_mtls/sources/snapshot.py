@@ -359,6 +359,12 @@ class SnapshotSource:
                 found.setdefault(path.stem, _ztunnel_stub(path.stem, None, None))
         return list(found.values())
 
+    def ztunnel_stats(self, namespace: str, pod: str) -> str:
+        path = self.root / stats_path(namespace, pod)
+        if not path.is_file():
+            raise NotFoundError(f"{self.description} has no stats of ztunnel {namespace}/{pod} (snapshot --stats)")
+        return path.read_text(errors="replace")
+
     def ztunnel_config(self, namespace: str, pod: str) -> Document:
         path = self.root / ztunnel_path(path_component(pod, "pod"))
         if _present(path):
