@@ -303,4 +303,6 @@ def test_a_healthy_mesh_in_every_snapshot_shape_raises_nothing(tmp_path: Path, s
     proc = run_cli("strict-ready", "-n", "default", "--snapshot", str(snap), "-o", "json")
     assert "Traceback" not in proc.stderr, proc.stderr
     ready = json.loads(proc.stdout)
-    assert [f for f in ready["findings"] if f["severity"] == "error"] == [], (shape, ready["findings"])
+    assert [f for f in ready["findings"] if f["severity"] != "info"] == [], (shape, ready["findings"])
+    # no traffic stats in these snapshots: who still sends plaintext is unknown, never "not ready"
+    assert (ready["verdict"], proc.returncode) == ("unknown", 3), (shape, ready)

@@ -325,9 +325,9 @@ def run(args: argparse.Namespace) -> int:
         else:
             verdict = "unknown"
             findings.append(
-                finding(
+                finding(  # not read is said, never a warning: the verdict is "unknown"
                     "no-traffic-data",
-                    "warning",
+                    "info",
                     "Pod",
                     ns,
                     key_of(pods[0])[1],
@@ -349,11 +349,13 @@ def run(args: argparse.Namespace) -> int:
         )
 
     _simulate_strict(ctx, scope)
+    not_run = []
     for slug in AFTER_SWITCH:
         item = checks[slug]
         missing = [name for name in item.reads if not ctx.available(name)]
         if missing:
             ctx.note(f"check {slug}", f"not run: could not read {', '.join(missing)}")
+            not_run.append(slug)
             continue
         for f in _after_switch(item.run(ctx)):
             f["message"] = "after the switch: " + f["message"]
@@ -377,6 +379,8 @@ def run(args: argparse.Namespace) -> int:
     errors = [f for f in findings if f["severity"] == "error"]
     overall = "not ready" if errors or "not ready" in verdicts else "unknown" if "unknown" in verdicts else "ready"
     if not meshed:  # nothing to judge: neither ready nor not ready
+        overall = "unknown"
+    if overall == "ready" and not_run:  # "ready" would rest on checks that could not run
         overall = "unknown"
     data = {
         "verdict": overall,
