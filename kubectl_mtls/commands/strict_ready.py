@@ -380,7 +380,7 @@ def run(args: argparse.Namespace) -> int:
     overall = "not ready" if errors or "not ready" in verdicts else "unknown" if "unknown" in verdicts else "ready"
     if not meshed:  # nothing to judge: neither ready nor not ready
         overall = "unknown"
-    if overall == "ready" and not_run:  # "ready" would rest on checks that could not run
+    if overall == "ready" and not_run and rows:  # "ready" would rest on checks that could not run
         overall = "unknown"
     data = {
         "verdict": overall,

@@ -235,7 +235,7 @@ class SnapshotSource:
                 items = self._pods_from_proxies()
             else:
                 # Not in the snapshot is not "none exist": the checks that need this kind do not run.
-                raise NotCapturedError(f"not in the {self.description} (no kubernetes/{plural}.json)")
+                raise NotCapturedError(f"not read: the {self.description} has no kubernetes/{plural}.json")
             self._cache[plural] = items
         return self._cache[plural]
 
