@@ -52,6 +52,7 @@ EXPECTED = {
     "proxy-tls-errors": ("warning", "Pod", "app", "client-6b7c8d9f5-bbbbb"),
     "istiod-cert-errors": ("error", "Pod", "istio-system", "istiod-7d4f8b9c6-x2kqz"),
     "apiserver-caller-strict": ("error", "ValidatingWebhookConfiguration", "", "web-admission"),
+    "metrics-scrape-strict": ("error", "Pod", "app", "scraped-2b3c4d5e6-sssss"),
 }
 
 

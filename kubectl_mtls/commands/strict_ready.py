@@ -30,6 +30,7 @@ AFTER_SWITCH = (
     "destinationrule-tls-conflict",
     "outbound-plaintext-to-strict",
     "apiserver-caller-strict",
+    "metrics-scrape-strict",
 )
 
 

@@ -445,6 +445,15 @@ def broken_world(mesh: Mesh, now: dt.datetime | None = None) -> CheckWorld:
     )
     probe["spec"]["containers"][0]["readinessProbe"] = {"httpGet": {"path": "/healthz", "port": 8080}}
     _serve(w, "app", probe, web)
+    # Prometheus (no sidecar) scrapes an application port that STRICT covers: metrics-scrape-strict
+    scraped = p(
+        "app",
+        "scraped-2b3c4d5e6-sssss",
+        "scraped",
+        "web",
+        annotations={"prometheus.io/scrape": "true", "prometheus.io/port": "8080"},
+    )
+    _serve(w, "app", scraped, web)
     _serve(w, "app", p("app", "lagging-7f8a9b1c2-lllll", "web", "web"), web)
     # Envoy rejected its latest virtualInbound (proxy-status LDS ERROR): envoy-config-rejected
     nacked = sidecar("app", "nacked-8a9b1c2d3-mmmmm", "web", cert("web"), [current])
