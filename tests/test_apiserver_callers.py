@@ -209,7 +209,9 @@ def test_snapshot_taken_before_the_kinds_were_recorded_says_not_read() -> None:
     data = json.loads(proc.stdout)
     assert {c["check"]: c["status"] for c in data["checks"]}["apiserver-caller-strict"] == "skipped"
     assert any(
-        "not in the snapshot" in i["why"] for i in data["incomplete"] if i["what"] == "validatingwebhookconfigurations"
+        "validatingwebhookconfigurations.json" in i["why"]
+        for i in data["incomplete"]
+        if i["what"] == "validatingwebhookconfigurations"
     )
 
 
