@@ -48,6 +48,10 @@ def _edit_items(snap: Path, plural: str, edit) -> None:  # type: ignore[no-untyp
         ("namespaces", lambda items: items[0]["metadata"].__setitem__("labels", []), "metadata.labels"),
         ("peerauthentications", lambda items: items[0].__setitem__("spec", "STRICT"), "spec"),
         ("pods", lambda items: items.__setitem__(0, "a pod"), "items[0]"),
+        ("services", lambda items: items[0]["spec"]["ports"][0].pop("port"), "spec.ports[0].port is missing"),
+        ("pods", lambda items: items[0]["spec"]["containers"][0].pop("name"), "containers[0].name is missing"),
+        ("pods", lambda items: items[1]["metadata"].__setitem__("name", "LS0tLS1CRUdJTi"), "valid Kubernetes name"),
+        ("pods", lambda items: items[1]["metadata"].__setitem__("namespace", "../x"), "valid Kubernetes namespace"),
     ],
 )
 @pytest.mark.parametrize("command", [["check", "-A"], ["check", "pair", FRONTEND, ORDERS, "-n", "shop"]])
@@ -226,3 +230,17 @@ def test_damaged_pem_block_is_reported_and_the_rest_read(snap: Path) -> None:
     assert "CN=good" in [r["subject"] for r in roots]
     assert "O=cluster.local" in [r["subject"] for r in roots]  # the original root after the damaged block
     assert any("PEM certificate 2 of 3 is damaged and was not read" in note for note in incomplete), incomplete
+
+
+def test_headless_service_without_ports_is_walked_on_the_pods_ports(snap: Path) -> None:
+    """A headless Service may list no ports (the API allows it): the pair is walked on the pods' ports."""
+
+    def headless(items: list[dict]) -> None:  # type: ignore[type-arg]
+        orders = next(i for i in items if i["metadata"]["name"] == "orders")
+        orders["spec"]["ports"] = []
+        orders["spec"]["clusterIP"] = "None"
+
+    _edit_items(snap, "services", headless)
+    proc = run_cli("check", "pair", FRONTEND, ORDERS, "-n", "shop", "-o", "json", "--snapshot", str(snap))
+    assert proc.returncode in (0, 1, 3) and not proc.stderr, proc.stderr
+    assert json.loads(proc.stdout)["verdict"] in ("ok", "fail", "unknown", "depends")

@@ -895,7 +895,8 @@ def _ports(dst: Destination, wanted: int | None) -> list[tuple[dict[str, Any] | 
                     for p in (dst.service.get("spec") or {}).get("ports") or []
                 )
                 raise UsageError(f"--port {wanted}: {dst.label} has no port {wanted}; its ports: {has or 'none'}")
-        return [(p, int(p["port"])) for p in ports]
+        if ports:  # a headless Service may list none: then the pods' own ports, as without a Service
+            return [(p, int(p["port"])) for p in ports]
     if wanted is not None:
         return [(None, wanted)]
     container_ports = [

@@ -10,10 +10,12 @@ the object and the field.
 
 from __future__ import annotations
 
+import re
 from typing import Any, TypeAlias
 
 # A field's expected shape: a Python type (str, int, bool, dict = any object), "intstr" (Kubernetes
-# IntOrString), a one-element list [item shape], {"*": value shape} for a map, or a dict of fields.
+# IntOrString), a one-element list [item shape], {"*": value shape} for a map, or a dict of fields
+# (a name ending in "!" is required, as the API server requires it).
 Shape: TypeAlias = type | str | list["Shape"] | dict[str, "Shape"]
 
 STRING_MAP: Shape = {"*": str}
@@ -43,7 +45,7 @@ _PROBE: Shape = {
     "exec": {"command": [str]},
 }
 _CONTAINER: Shape = {
-    "name": str,
+    "name!": str,
     "image": str,
     "restartPolicy": str,
     "command": [str],
@@ -79,7 +81,7 @@ SERVICE: Shape = {
         "selector": STRING_MAP,
         "type": str,
         "clusterIP": str,
-        "ports": [{"port": int, "targetPort": "intstr", "name": str, "protocol": str, "appProtocol": str}],
+        "ports": [{"port!": int, "targetPort": "intstr", "name": str, "protocol": str, "appProtocol": str}],
     },
 }
 # Istio's custom resources are read by tolerant readers (istio/objects.py): only the envelope is fixed.
@@ -153,23 +155,36 @@ def _check(value: Any, shape: Shape, path: str) -> None:
                 if item is not None:
                     _check(item, shape["*"], f"{path}.{key}" if path else key)
             return
-        for key, sub in shape.items():
-            if key not in value:
-                continue
-            if value[key] is None:  # Go's JSON: null is the zero value, as if absent
-                del value[key]
+        for name, sub in shape.items():
+            key = name.rstrip("!")
+            if key not in value or value[key] is None:
+                if name.endswith("!"):
+                    raise ShapeError(f"{path}.{key} is missing" if path else f"{key} is missing")
+                value.pop(key, None)
                 continue
             _check(value[key], sub, f"{path}.{key}" if path else key)
 
 
+# What the API server accepts as an object's name (DNS-1123 subdomain) and namespace (DNS-1123 label).
+_NAME = re.compile(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?")
+_NAMESPACE = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+
+
 def check_object(kind: str, obj: Any) -> None:
-    """Raise ShapeError if `obj` (one item of a `kind` list) has a field of the wrong type; nulls in
-    optional fields are removed in place. Pods must also have a name (every command names them)."""
+    """Raise ShapeError if `obj` (one item of a `kind` list) has a field of the wrong type or a name
+    the API server would refuse (anything else printed as a name could be anything, a key included);
+    nulls in optional fields are removed in place. Pods must have a name (every command names them)."""
     if not isinstance(obj, dict):
         raise ShapeError(f"must be an object, not {json_type(obj)}")
     _check(obj, SHAPES.get(kind, GENERIC), "")
-    if kind == "pods" and not (obj.get("metadata") or {}).get("name"):
+    meta = obj.get("metadata") or {}
+    if kind == "pods" and not meta.get("name"):
         raise ShapeError("metadata.name is missing")
+    name, namespace = meta.get("name"), meta.get("namespace")
+    if name and not _NAME.fullmatch(name):
+        raise ShapeError(f"metadata.name {name[:80]!r} is not a valid Kubernetes name")
+    if namespace and not _NAMESPACE.fullmatch(namespace):
+        raise ShapeError(f"metadata.namespace {namespace[:80]!r} is not a valid Kubernetes namespace")
 
 
 def describe(obj: Any, index: int) -> str:
