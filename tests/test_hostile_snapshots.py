@@ -244,3 +244,13 @@ def test_headless_service_without_ports_is_walked_on_the_pods_ports(snap: Path) 
     proc = run_cli("check", "pair", FRONTEND, ORDERS, "-n", "shop", "-o", "json", "--snapshot", str(snap))
     assert proc.returncode in (0, 1, 3) and not proc.stderr, proc.stderr
     assert json.loads(proc.stdout)["verdict"] in ("ok", "fail", "unknown", "depends")
+
+
+def test_a_name_that_is_no_kubernetes_name_is_never_echoed(snap: Path) -> None:
+    """What is not a name may be anything (a private key pasted by mistake): the error does not print it."""
+    planted = "MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQg"
+    _edit_items(snap, "namespaces", lambda items: items[0]["metadata"].__setitem__("name", planted))
+    proc = run_cli("check", "-A", "--snapshot", str(snap))
+    assert proc.returncode == 2
+    assert_one_line_error(proc)
+    assert "not a valid Kubernetes name" in proc.stderr and planted not in proc.stderr

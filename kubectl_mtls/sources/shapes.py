@@ -180,18 +180,20 @@ def check_object(kind: str, obj: Any) -> None:
     meta = obj.get("metadata") or {}
     if kind == "pods" and not meta.get("name"):
         raise ShapeError("metadata.name is missing")
+    # Never echoed: what is not a name may be anything, a private key included.
     name, namespace = meta.get("name"), meta.get("namespace")
     if name and not _NAME.fullmatch(name):
-        raise ShapeError(f"metadata.name {name[:80]!r} is not a valid Kubernetes name")
+        raise ShapeError("metadata.name is not a valid Kubernetes name (lower-case letters, digits, '-', '.')")
     if namespace and not _NAMESPACE.fullmatch(namespace):
-        raise ShapeError(f"metadata.namespace {namespace[:80]!r} is not a valid Kubernetes namespace")
+        raise ShapeError("metadata.namespace is not a valid Kubernetes namespace (lower-case letters, digits, '-')")
 
 
 def describe(obj: Any, index: int) -> str:
     """How to name an object in an error: `ns/name (items[3])`, or only its index if it has no name."""
     meta = obj.get("metadata") if isinstance(obj, dict) else None
-    if isinstance(meta, dict) and isinstance(meta.get("name"), str) and meta.get("name"):
-        namespace = meta.get("namespace")
-        prefix = f"{namespace}/" if isinstance(namespace, str) and namespace else ""
-        return f"{prefix}{meta['name']} (items[{index}])"
+    name = meta.get("name") if isinstance(meta, dict) else None
+    if isinstance(name, str) and _NAME.fullmatch(name):
+        namespace = meta.get("namespace") if isinstance(meta, dict) else None
+        prefix = f"{namespace}/" if isinstance(namespace, str) and _NAMESPACE.fullmatch(namespace) else ""
+        return f"{prefix}{name} (items[{index}])"
     return f"items[{index}]"
