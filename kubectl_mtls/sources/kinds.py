@@ -44,3 +44,22 @@ KINDS: dict[str, Kind] = {
 
 # What `kubectl mtls snapshot` stores besides pods, in this order.
 SNAPSHOT_KINDS = tuple(KINDS)
+
+# What the live source asks the API server for, beyond listing KINDS (pods are also read one by one):
+# the README's RBAC table and the krew manifest's caveats name exactly these and KINDS
+# (tests/test_docs_truth.py holds them to it).
+SUBRESOURCES: dict[str, str] = {
+    "pods/portforward": "create",  # istioctl proxy-config, ztunnel-config, proxy-status, envoy-stats
+    "pods/log": "get",  # log checks (optional)
+    "pods/proxy": "get",  # strict-ready in ambient mode: ztunnel metrics through the API server
+
+    "pods/exec": "create",  # `check pair --probe` only
+}
+
+
+def rbac() -> dict[str, str]:
+    """resource (plural, or plural.group) -> the verbs kubectl-mtls uses on it: the RBAC a user grants."""
+    out = {(f"{k.plural}.{k.group}" if k.group else k.plural): "list" for k in KINDS.values()}
+    out["pods"] = "get, list"
+    out.update(SUBRESOURCES)
+    return out
