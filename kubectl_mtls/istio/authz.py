@@ -879,6 +879,11 @@ def evaluate(
     bad_custom = [p for p in enforced["CUSTOM"] if missing_known and _provider(p) not in known_providers]
     good_custom = [p for p in enforced["CUSTOM"] if p not in bad_custom]
     custom_hits = hits_of(good_custom, "DENY")
+    if custom_hits and not missing_known:
+        unknown.append(
+            "meshConfig was not read: a CUSTOM provider missing from its extensionProviders would make Istio "
+            "deny the requests the CUSTOM rules match instead of asking the provider"
+        )
     deny_hits = hits_of(enforced["DENY"], "DENY") + hits_of(bad_custom, "DENY", bad=True)
     allow_hits = hits_of(enforced["ALLOW"], "ALLOW") if enforced["ALLOW"] else []
     scene = _describe(caller, request)
