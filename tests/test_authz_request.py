@@ -157,7 +157,8 @@ def test_depends_names_the_rule_and_the_conditions_both_ways() -> None:
     assert (get.outcome, get.envoy_name) == ("allow", "ns[prod]-policy[allow-api]-rule[0]")
     post = run([allow, deny], http("POST", "/api/items"))
     assert (post.outcome, post.action, post.envoy_name) == ("deny", "DENY", "ns[prod]-policy[no-post]-rule[0]")
-    assert post.condition is None or "POST" not in post.condition
+    assert post.condition == "method is POST"  # what matched
+    assert get.condition == "caller principal is cluster.local/ns/prod/sa/client and method is GET and path is /api/*"
 
 
 def test_tcp_port_drops_allow_rules_and_widens_deny_rules() -> None:

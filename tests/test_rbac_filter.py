@@ -52,7 +52,7 @@ def http(method: str | None = "GET", path: str | None = "/api/x", headers: tuple
     ("filters", "request_", "caller", "outcome", "policy"),
     [
         # ALLOW filter: a matching policy lets it through, none denies; no policies at all denies everything
-        ((rbac(None, {"p": pol([GET, API], [ALICE_ID])}),), http(), ALICE, "allow", None),
+        ((rbac(None, {"p": pol([GET, API], [ALICE_ID])}),), http(), ALICE, "allow", "p"),
         ((rbac(None, {"p": pol([GET, API], [ALICE_ID])}),), http("POST"), ALICE, "deny", None),
         ((rbac(None, {"p": pol([GET, API], [ALICE_ID])}),), http(), PLAIN, "deny", None),
         ((rbac(None, {}),), http(), ALICE, "deny", None),
@@ -62,7 +62,7 @@ def http(method: str | None = "GET", path: str | None = "/api/x", headers: tuple
         ((rbac("DENY", {"d": pol([ANY], [ANY])}, shadow=True),), http(), ALICE, "allow", None),
         # camelCase, as `istioctl proxy-config listener` prints it
         ((rbac(None, {"p": pol([{"urlPath": {"path": {"prefix": "/api/"}}}], [{"authenticated": {"principalName": {
-            "exact": "spiffe://cluster.local/ns/ea/sa/alice"}}}], camel=True)}),), http(), ALICE, "allow", None),
+            "exact": "spiffe://cluster.local/ns/ea/sa/alice"}}}], camel=True)}),), http(), ALICE, "allow", "p"),
         # what the request does not say makes it depend
         ((rbac(None, {"p": pol([GET], [ANY])}),), http(method=None), ALICE, "depends", None),
         ((rbac("DENY", {"d": pol([{"header": {"name": "x-user", "present_match": True}}], [ANY])}),),
@@ -73,7 +73,7 @@ def http(method: str | None = "GET", path: str | None = "/api/x", headers: tuple
         ((rbac(None, {"p": pol([ANY], [{"metadata": {"filter": "istio_authn", "path": [
             {"key": "request.auth.claims"}, {"key": "groups"}], "value": {"list_match": {"one_of": {"string_match": {
                 "exact": "admins"}}}}}}])}),),
-         http(jwt={"groups": ["dev", "admins"]}, jwt_known=True), ALICE, "allow", None),
+         http(jwt={"groups": ["dev", "admins"]}, jwt_known=True), ALICE, "allow", "p"),
         ((rbac(None, {"p": pol([ANY], [{"metadata": {"filter": "istio_authn", "path": [
             {"key": "request.auth.principal"}], "value": {"string_match": {"exact": "iss/sub"}}}}])}),),
          http(), ALICE, "depends", None),

@@ -134,7 +134,8 @@ def _combine(decision: authz.Decision, enforced: rbac_filter.Enforced | None, ev
     if enforced is None:
         evidence["sidecar_rbac"] = None
         return decision.outcome
-    same_rule = decision.outcome != "deny" or decision.envoy_name == enforced.policy
+    # The same deciding rule too: the DENY that matched, or the ALLOW that let it through.
+    same_rule = decision.outcome == "depends" or decision.envoy_name == enforced.policy
     agrees = decision.outcome == enforced.outcome and same_rule
     evidence["sidecar_rbac"] = {
         "outcome": enforced.outcome,

@@ -643,12 +643,15 @@ def _and(parts: list[Res]) -> Res:
     if failed:
         return False, failed[0]
     open_ = [text for r, text in parts if r is None]
-    return (None, " and ".join(open_)) if open_ else (True, "")
+    if open_:
+        return None, " and ".join(t for t in open_ if t)
+    return True, " and ".join(text for _, text in parts if text)
 
 
 def _or(parts: list[Res]) -> Res:
-    if any(r is True for r, _ in parts):
-        return True, ""
+    matched = [text for r, text in parts if r is True]
+    if matched:
+        return True, matched[0]
     open_ = [text for r, text in parts if r is None]
     if not open_:
         failed = list(dict.fromkeys(text for _, text in parts if text))
@@ -676,18 +679,26 @@ def _values(ctx: _Ctx, key: str, values: list[str]) -> tuple[list[Tri], list[str
 def _constraint(ctx: _Ctx, key: str, values: list[str], not_values: list[str]) -> list[Res]:
     """The AND terms of one key: OR of its values, NOT(OR of its notValues); dropped parts vanish."""
     terms: list[Res] = []
-    # The text is the residual condition when unknown, and what was required when it failed.
+    # The text is what matched, the residual condition when unknown, and what was required when it failed.
     positive, open_pos = _values(ctx, key, values)
     if positive:
         result = True if any(r is True for r in positive) else (None if open_pos else False)
-        text = {None: _phrase(key, open_pos, False), False: _phrase(key, values, False), True: ""}[result]
-        terms.append((result, text))
+        text = {
+            None: _phrase(key, open_pos, False),
+            False: _phrase(key, values, False),
+            True: _phrase(key, values, False),
+        }
+        terms.append((result, text[result]))
     negative, open_neg = _values(ctx, key, not_values)
     if negative:
         hit = True if any(r is True for r in negative) else (None if open_neg else False)
         result = None if hit is None else not hit
-        text = {None: _phrase(key, open_neg, True), False: _phrase(key, not_values, True), True: ""}[result]
-        terms.append((result, text))
+        text = {
+            None: _phrase(key, open_neg, True),
+            False: _phrase(key, not_values, True),
+            True: _phrase(key, not_values, True),
+        }
+        terms.append((result, text[result]))
     return terms
 
 
@@ -910,7 +921,10 @@ def evaluate(
             if sure_deny.bad_custom
             else f"DENY policy {sure_deny.ref} rule[{sure_deny.rule}] ({sure_deny.envoy})"
         )
-        return decision("deny", "DENY", sure_deny, f"denied by {why} ({scene})", condition=sure_deny.condition or None)
+        matched = f"; matched: {sure_deny.condition}" if sure_deny.condition else ""
+        return decision(
+            "deny", "DENY", sure_deny, f"denied by {why} ({scene}){matched}", condition=sure_deny.condition or None
+        )
 
     maybe_deny = [h for h in deny_hits if h.result is None]
     maybe_custom = [h for h in custom_hits if h.result is None]
@@ -936,7 +950,7 @@ def evaluate(
             base_hit, base = sure_allow, ("allow", "ALLOW")
             base_reason = (
                 f"allowed by ALLOW policy {sure_allow.ref} rule[{sure_allow.rule}] ({sure_allow.envoy}) ({scene})"
-            )
+            ) + (f"; matched: {sure_allow.condition}" if sure_allow.condition else "")
             allowed_when = [f"{sure_allow.what} matches"]
         elif maybe_allow:
             base_hit, base = None, ("depends", "DEPENDS")
@@ -955,7 +969,8 @@ def evaluate(
     open_hits = [h for h in [*maybe_deny, *maybe_custom, *allow_hits] if h.result is None]
     needs = list(dict.fromkeys(n for h in open_hits for n in h.needs))
     if base[0] == "allow" and not denied_when and sure_custom is None:
-        return decision("allow", base[1], base_hit, base_reason, condition=base_hit.condition if base_hit else None)
+        what_matched = (base_hit.condition or None) if base_hit else None
+        return decision("allow", base[1], base_hit, base_reason, condition=what_matched)
 
     if base[0] == "allow" and not denied_when and sure_custom is not None:
         name = _provider(sure_custom.policy) or "(unnamed)"

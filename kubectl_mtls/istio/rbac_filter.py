@@ -343,6 +343,7 @@ def enforce(chain: dict[str, Any], caller: Caller, request: Request) -> Enforced
     ev = _Eval(caller, request)
     pending: list[str] = []  # filters that may deny, or a provider that decides
     custom_may_match: Tri = False
+    allowed_by: str | None = None  # the ALLOW policy that let it through, as Envoy reports the first match
     seen: list[str] = []
     name_of = chain.get("chain") or None
     for item in chain.get("filters") or []:
@@ -378,6 +379,7 @@ def enforce(chain: dict[str, Any], caller: Caller, request: Request) -> Enforced
             pending += [f"DENY policy {m} may match" for m in maybe]
             continue
         if sure:
+            allowed_by = allowed_by or sure[0]
             continue
         if maybe:
             pending += [f"ALLOW policy {m} may match" for m in maybe]
@@ -390,4 +392,5 @@ def enforce(chain: dict[str, Any], caller: Caller, request: Request) -> Enforced
         return Enforced("deny", None, "ALLOW", why, name_of, seen)
     if pending:
         return Enforced("depends", None, None, "; ".join(pending), name_of, seen)
-    return Enforced("allow", None, None, "the sidecar's authorization filters let it through", name_of, seen)
+    why = f"the sidecar's ALLOW policy {allowed_by} matches" if allowed_by else "no authorization filter denies it"
+    return Enforced("allow", allowed_by, "ALLOW" if allowed_by else None, why, name_of, seen)
