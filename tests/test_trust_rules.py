@@ -43,15 +43,10 @@ def test_accepts(mesh: trust.MeshTrust, peer: str, expected: bool | None) -> Non
     assert trust.accepts(mesh, peer) is expected
 
 
-def test_trust_domain_of_and_principal_variants() -> None:
+def test_trust_domain_of() -> None:
     assert trust.trust_domain_of("spiffe://west.local/ns/shop/sa/api") == "west.local"
     assert trust.trust_domain_of("https://example.com") is None
-    mesh = trust.MeshTrust("east.local", ["west.local"])
-    assert trust.principal_variants("west.local/ns/shop/sa/api", mesh) == [
-        "east.local/ns/shop/sa/api",
-        "west.local/ns/shop/sa/api",
-    ]
-    assert trust.principal_variants("other.local/ns/shop/sa/api", mesh) == ["other.local/ns/shop/sa/api"]
+    assert trust.trust_domain_of("spiffe:///ns/shop") is None
 
 
 def _pod(env: dict[str, str] | None = None, csi: bool = False, container: str = "istio-proxy") -> dict[str, Any]:

@@ -46,7 +46,9 @@ def register(sub: Any, output: argparse.ArgumentParser, source: argparse.Argumen
         "dump per sidecar) into DIR, so any command can replay it with --snapshot DIR, without a cluster. "
         "No private key and no Secret data is ever written; env values in pod specs are redacted.",
         epilog="examples:\n  kubectl mtls snapshot -n bookinfo -d ./bookinfo-snap\n"
-        "  kubectl mtls snapshot -A -l app=reviews -d ./snap && kubectl mtls certs -A --snapshot ./snap",
+        "  kubectl mtls snapshot -A -l app=reviews -d ./snap && kubectl mtls certs -A --snapshot ./snap\n"
+        "  kubectl mtls snapshot --context east --context west -A -d ./mesh   # one snapshot per context, "
+        "side by side (contexts/NAME/); kubectl mtls trust --snapshot ./mesh",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("-d", "--dir", required=True, metavar="DIR", help="directory to write (new or empty)")

@@ -72,16 +72,6 @@ def accepts(mesh: MeshTrust, trust_domain: str) -> bool | None:
     return False if mesh.known else None
 
 
-def principal_variants(principal: str, mesh: MeshTrust) -> list[str]:
-    """An AuthorizationPolicy principal as Istio matches it: `td/ns/x/sa/y` for the mesh's own trust
-    domain and each alias (a principal naming any of them is rewritten to all of them)."""
-    domains = accepted_trust_domains(mesh)
-    head, slash, rest = principal.partition("/")
-    if not slash or head not in domains:
-        return [principal]
-    return [f"{domain}/{rest}" for domain in domains]
-
-
 # -- which CA issues the workload certificates ----------------------------------------------------
 
 CA_KINDS = ("istiod-self-signed", "istiod-plugin", "istio-csr", "spire", "external", "unknown")
