@@ -250,6 +250,23 @@ def test_destinationrule_index_equals_a_scan() -> None:
             assert _who(index.select(fqdn, client, service, client_labels)) == _who(want), (case, fqdn, client)
 
 
+def test_answers_for_every_client_namespace_equal_a_scan() -> None:
+    """What destinationrule-tls-conflict and tls-to-plaintext-server ask: one service, every client."""
+    rng = random.Random(35)
+    clients = [*NAMESPACES, "d", "e", "f"]
+    for case in range(CASES):
+        rules = [random_dr(rng) for _ in range(rng.randint(0, 20))]
+        index = destinationrule.Index(rules, ROOT)
+        for fqdn in SERVICE_HOSTS:
+            service = rng.choice(NAMESPACES)
+            answers = index.for_service(fqdn, service)
+            for client in clients:
+                want = reference_select(rules, fqdn, client, service, ROOT, None, "*")
+                assert _who(answers.of(client)) == _who(want), (case, fqdn, client)
+            visited = answers.distinct(clients)
+            assert {_who(answers.of(c)) for c in visited} == {_who(answers.of(c)) for c in clients}
+
+
 def test_namespaces_outside_the_noted_ones_get_one_answer() -> None:
     rng = random.Random(30)
     outsiders = ["d", "e", "f"]

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from ..istio import authz
 from ..normalize import pod as podinfo
 from .base import Finding, check, finding
-from .context import Context, key_of, labels_of
+from .context import Context, key_of
 
 AREA = "authorization"
 
@@ -45,11 +45,9 @@ def authz_custom_provider_missing(ctx: Context) -> Iterator[Finding]:
         provider = authz.provider(policy)
         if provider and provider in known:
             continue
-        pods = [
-            "/".join(key_of(p))
-            for p in ctx.targets
-            if podinfo.has_envoy(p) and authz.applies_to(policy, key_of(p)[0], labels_of(p), root)
-        ]
+        scope = authz.workload_scope(policy, root)
+        selected = ctx.select_pods(*scope) if scope is not None else []
+        pods = ["/".join(key_of(p)) for p in selected if podinfo.has_envoy(p) and ctx.is_target(p)]
         defined = ", ".join(known) if known else "none"
         what = f"names ext-authz provider {provider!r}" if provider else "names no ext-authz provider"
         yield finding(

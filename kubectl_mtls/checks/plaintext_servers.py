@@ -62,7 +62,6 @@ DISABLE to PERMISSIVE or STRICT (`kubectl edit peerauthentication NAME -n NS`).
 )
 def tls_to_plaintext_server(ctx: Context) -> Iterator[Finding]:
     rules = ctx.objects("destinationrules")
-    root = ctx.mesh.root_namespace
     clients = sorted({key_of(p)[0] for p in ctx.pods if podinfo.has_envoy(p)})
     by_service: dict[tuple[str, str], dict[int, list[str]]] = {}
     for svc in ctx.objects("services"):
@@ -76,8 +75,10 @@ def tls_to_plaintext_server(ctx: Context) -> Iterator[Finding]:
         if not disabled or not rules:
             continue
         svc_ns, svc_name = key_of(svc)
-        for client_ns in sorted(set(clients) | {svc_ns}):
-            selected = destinationrule.select(rules, _fqdn(svc), client_ns, svc_ns, root)
+        answers = ctx.destination_rules.for_service(_fqdn(svc), svc_ns)
+        # Namespaces that share an answer would only repeat the findings of the first of them.
+        for client_ns in answers.distinct(sorted(set(clients) | {svc_ns})):
+            selected = answers.of(client_ns)
             if selected is None:
                 continue
             for port, servers in sorted(disabled.items()):
@@ -106,10 +107,7 @@ def tls_to_plaintext_server(ctx: Context) -> Iterator[Finding]:
                         port=port,
                         mode=mode,
                         where=where,
-                        client_namespaces=[
-                            c for c in clients if destinationrule.select(rules, _fqdn(svc), c, svc_ns, root) == selected
-                        ]
-                        or [client_ns],
+                        client_namespaces=[c for c in clients if answers.of(c) == selected] or [client_ns],
                         step=selected.step,
                     )
     if not ctx.available("proxies"):

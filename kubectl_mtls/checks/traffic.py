@@ -59,7 +59,6 @@ def destinationrule_tls_conflict(ctx: Context) -> Iterator[Finding]:
     if not ctx.objects("destinationrules"):
         return
     rules = ctx.destination_rules
-    root = ctx.mesh.root_namespace
     clients = sorted({key_of(p)[0] for p in ctx.pods if podinfo.has_envoy(p)})
     seen: set[tuple[str, str, int, str, str]] = set()
     for svc in ctx.objects("services"):
@@ -67,15 +66,9 @@ def destinationrule_tls_conflict(ctx: Context) -> Iterator[Finding]:
         if not ports:
             continue
         svc_ns, svc_name = key_of(svc)
-        fqdn = _fqdn(svc)
-        answers = _ClientAnswers(rules, fqdn, svc_ns, rules.namespaces_of_note(fqdn) | {root, svc_ns})
-        namespaces = sorted(set(clients) | {svc_ns})
-        # Every client namespace outside the noted ones gets the first one's answer, so once its
-        # findings are out the others would only repeat them: visit the first one only.
-        ordinary = next((c for c in namespaces if c not in answers.noted), None)
-        for client_ns in namespaces:
-            if client_ns not in answers.noted and client_ns != ordinary:
-                continue
+        answers = rules.for_service(_fqdn(svc), svc_ns)
+        # Namespaces that share an answer would only repeat the findings of the first of them.
+        for client_ns in answers.distinct(sorted(set(clients) | {svc_ns})):
             selected = answers.of(client_ns)
             if selected is None:
                 continue
@@ -106,21 +99,6 @@ def destinationrule_tls_conflict(ctx: Context) -> Iterator[Finding]:
                         client_namespaces=[c for c in clients if answers.of(c) == selected] or [client_ns],
                         step=selected.step,
                     )
-
-
-class _ClientAnswers:
-    """The DestinationRule each client namespace applies to one service, looked up once per noted
-    namespace (see Index.namespaces_of_note) and once for all the others."""
-
-    def __init__(self, rules: destinationrule.Index, fqdn: str, service_ns: str, noted: set[str]) -> None:
-        self.rules, self.fqdn, self.service_ns, self.noted = rules, fqdn, service_ns, noted
-        self._answers: dict[str | None, destinationrule.Selected | None] = {}
-
-    def of(self, client_ns: str) -> destinationrule.Selected | None:
-        key = client_ns if client_ns in self.noted else None
-        if key not in self._answers:
-            self._answers[key] = self.rules.select(self.fqdn, client_ns, self.service_ns)
-        return self._answers[key]
 
 
 @check(

@@ -328,6 +328,34 @@ class Index:
         return out
 
 
+    def for_service(self, fqdn: str, service_namespace: str) -> ClientAnswers:
+        """`select` for one service host from every client namespace, each distinct answer once."""
+        return ClientAnswers(self, fqdn, service_namespace)
+
+
+class ClientAnswers:
+    """The rule each client namespace applies to one service host (client labels unknown). Looked up
+    once per namespace of note (see Index.namespaces_of_note, plus the root and the service's own
+    namespace) and once for all the other namespaces, which share one answer."""
+
+    def __init__(self, index: Index, fqdn: str, service_namespace: str) -> None:
+        self.index, self.fqdn, self.service_namespace = index, fqdn, service_namespace
+        self.noted = index.namespaces_of_note(fqdn) | {index.root_namespace, service_namespace}
+        self._answers: dict[str | None, Selected | None] = {}
+
+    def of(self, client_namespace: str) -> Selected | None:
+        key = client_namespace if client_namespace in self.noted else None
+        if key not in self._answers:
+            self._answers[key] = self.index.select(self.fqdn, client_namespace, self.service_namespace)
+        return self._answers[key]
+
+    def distinct(self, client_namespaces: list[str]) -> list[str]:
+        """The namespaces of note among `client_namespaces`, and the first of the others (in the order
+        given): the others would only repeat its answer."""
+        first_other = next((ns for ns in client_namespaces if ns not in self.noted), None)
+        return [ns for ns in client_namespaces if ns in self.noted or ns == first_other]
+
+
 def select(
     rules: list[dict[str, Any]],
     fqdn: str,
