@@ -235,7 +235,8 @@ def _parse(raw: bytes | memoryview, what: str) -> Any:
 # into sections and the sections into list items by indentation, and parse only what the model
 # reads: outbound listeners and routes, most of a big dump, are never turned into Python objects.
 # Anything not in exactly that shape goes through the plain full parse instead.
-_SECTION = re.compile(rb'\n  \{\n   "@type": "type\.googleapis\.com/envoy\.admin\.v3\.(\w+)"')
+_SECTION = b'\n  {\n   "@type": "type.googleapis.com/envoy.admin.v3.'
+_SECTION_NAME = re.compile(rb'(\w+)"')
 _LIST_KEY = re.compile(rb'\n   "(\w+)": \[')
 _ITEM_EDGE = re.compile(rb"\n    ([{}])")
 _SKIPPED = (b"RoutesConfigDump", b"ScopedRoutesConfigDump", b"EcdsConfigDump")
@@ -257,19 +258,31 @@ def _inbound_or_failed(raw: bytes, start: int, end: int) -> bool:
     return any(raw.find(marker, start, end) >= 0 for marker in (b'"virtualInbound"', b'"INBOUND"', b'"error_state"'))
 
 
+def _section_marks(raw: bytes) -> list[tuple[int, bytes]]:
+    """(offset, type name) of every section: found with bytes.find, as a regex scan of the whole dump
+    cost more than parsing the parts that are kept."""
+    marks = []
+    at = raw.find(_SECTION)
+    while at >= 0:
+        name = _SECTION_NAME.match(raw, at + len(_SECTION))
+        if name is not None:
+            marks.append((at, name.group(1)))
+        at = raw.find(_SECTION, at + 1)
+    return marks
+
+
 def _split_pretty(out: Sections, raw: bytes) -> bool:
     if not raw.startswith(b'{\n "configs": [\n  {'):
         return False
-    marks = list(_SECTION.finditer(raw))
+    marks = _section_marks(raw)
     end_of_list = raw.rfind(b"\n ]")
     if not marks or end_of_list < 0:
         return False
     view = memoryview(raw)
     try:
-        for index, mark in enumerate(marks):
-            start = mark.start() + 1
-            stop = marks[index + 1].start() if index + 1 < len(marks) else end_of_list
-            kind = mark.group(1)
+        for index, (at, kind) in enumerate(marks):
+            start = at + 1
+            stop = marks[index + 1][0] if index + 1 < len(marks) else end_of_list
             if kind in _SKIPPED:
                 continue
             if kind == b"BootstrapConfigDump" and _add_bootstrap_node(out, raw, start, stop):
@@ -287,18 +300,29 @@ def _split_pretty(out: Sections, raw: bytes) -> bool:
 
 _NODE = re.compile(rb'\n    "node": \{\n')
 _NODE_END = b"\n    }"
+_NODE_EXTENSIONS = b'\n     "extensions": [\n'
+_NODE_EXTENSIONS_END = b"\n     ]"
 
 
 def _add_bootstrap_node(out: Sections, raw: bytes, start: int, stop: int) -> bool:
-    """The bootstrap's `node`, the only part the model reads: the rest (static listeners, clusters,
-    stats config) is often most of a dump's bytes, and parsing it cost more than everything else."""
+    """The bootstrap's `node`, the only part the model reads, without the node's `extensions` (Envoy's
+    catalogue of its built-in extensions): those two are most of a sidecar dump's bytes, and parsing
+    them cost more than everything the model does read."""
     found = _NODE.search(raw, start, stop)
     if found is None:
         return False
     close = raw.find(_NODE_END, found.end(), stop)
     if close < 0:
         return False
-    node = orjson.loads(raw[found.end() - 2 : close + len(_NODE_END)])
+    text = raw[found.end() - 2 : close + len(_NODE_END)]
+    extensions = text.find(_NODE_EXTENSIONS)
+    if extensions >= 0:
+        end = text.find(_NODE_EXTENSIONS_END, extensions + len(_NODE_EXTENSIONS) - 1)
+        if end < 0:
+            return False
+        # `"extensions": [` ... `]` becomes `"extensions": []`
+        text = text[: extensions + len(_NODE_EXTENSIONS) - 1] + b"]" + text[end + len(_NODE_EXTENSIONS_END) :]
+    node = orjson.loads(text)
     section = {"@type": "type.googleapis.com/envoy.admin.v3.BootstrapConfigDump", "bootstrap": {"node": node}}
     return _add_section(out, section)
 

@@ -69,8 +69,8 @@ def read_regular_file(path: Path, root: Path, limit: int = MAX_FILE_BYTES) -> by
     never end), never a link that leads out of `root`, never more than `limit` bytes. Every failure is
     an InputError naming the file."""
     shown = _relative(path, root)
-    real = os.path.realpath(path)
-    if os.path.commonpath([real, os.path.realpath(root)]) != os.path.realpath(root):
+    real, real_root = os.path.realpath(path), os.path.realpath(root)
+    if os.path.commonpath([real, real_root]) != real_root:
         raise InputError(f"{shown}: links outside the snapshot directory are not followed")
     try:
         _regular(os.stat(real), shown)  # before opening: opening a socket or a FIFO has effects of its own
