@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from .errors import UsageError
+from .errors import InputError, UsageError
 
 FORMATS = ("table", "wide", "json", "yaml")
 
@@ -87,6 +87,14 @@ _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 def _write(stream: Any, text: str) -> None:
     if _LONE_SURROGATE.search(text):  # from a --query literal: shown escaped, never an encoding crash
         text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    from .keymaterial import key_material
+
+    # A key pasted into the input where a name or a note belongs would be printed with it: never.
+    found = key_material(text.encode("utf-8", "replace"))
+    if found:
+        raise InputError(
+            f"output withheld: it would show {found} found in the input; remove the key from the input"
+        )
     stream.write(text)
 
 

@@ -26,10 +26,10 @@ from typing import Any
 
 from .. import jsonutil
 from ..errors import InputError, NotCapturedError, NotFoundError, UsageError
+from ..keymaterial import key_material
 from . import Document
 from .kinds import KINDS
 from .names import path_component
-from .scrub import key_material
 from .shapes import ShapeError, check_object, describe
 
 FORMAT = "kubectl-mtls-snapshot"
