@@ -309,3 +309,22 @@ def test_a_healthy_mesh_in_every_snapshot_shape_raises_nothing(tmp_path: Path, s
     # were not, every workload is looked at, and without traffic stats who sends plaintext is unknown.
     policies_read = shape not in ("no kubernetes/", "pods only")
     assert (ready["verdict"], proc.returncode) == (("ready", 0) if policies_read else ("unknown", 3)), (shape, ready)
+
+
+def test_pair_incomplete_lists_only_what_the_call_needed(tmp_path: Path) -> None:
+    snap = pair_snapshot(tmp_path / "snap")
+    other = snap / "proxies" / "default" / "other-0"
+    other.mkdir(parents=True)
+    (other / "listener.json").write_text(json.dumps(STRICT_LISTENERS))  # no clusters, no secrets
+    pods = json.loads((snap / "kubernetes" / "pods.json").read_text())
+    pods["items"].append(
+        {
+            "metadata": {"name": "other-0", "namespace": "default", "labels": {"app": "other"}},
+            "spec": {"serviceAccountName": "other", "containers": [{"name": "istio-proxy"}]},
+            "status": {"phase": "Running"},
+        }
+    )
+    (snap / "kubernetes" / "pods.json").write_text(json.dumps(pods))
+    code, data = pair_json(snap)
+    assert (code, data["verdict"]) == (0, "ok"), data["steps"]
+    assert not [i for i in data["incomplete"] if "other-0" in i["what"]], data["incomplete"]

@@ -837,6 +837,13 @@ def _unread_input(ctx: Context, aspects: list[tuple[Proxy | None, str]], kinds: 
     return None
 
 
+def _needed(incomplete: list[dict[str, str]], src: dict[str, Any], dst: Destination) -> list[dict[str, str]]:
+    """Only what this call needed: notes about other pods of the destination's namespace (read to find
+    the Service's pods) are left out."""
+    ends = {f"pod {'/'.join(key_of(p))}" for p in (src, *dst.pods)}
+    return [i for i in incomplete if not i["what"].startswith("pod ") or i["what"] in ends]
+
+
 def _namespace_labels(ctx: Context, namespace: str) -> dict[str, Any] | None:
     obj = ctx.namespaces.get(namespace)
     return labels_of(obj) if obj is not None else None
@@ -1009,7 +1016,7 @@ def run_pair(args: argparse.Namespace) -> int:
         "first_failure": worst["first_failure"],
         "hint": worst["hint"],
         "ports": walks,
-        "incomplete": ctx.incomplete,
+        "incomplete": _needed(ctx.incomplete, src, dst),
         "request": request.describe() if request else None,
     }
     if worst["verdict"] == "depends":
