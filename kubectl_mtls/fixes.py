@@ -94,26 +94,34 @@ def restart_command(proxy: Proxy) -> str:
     return restart_pod(proxy.pod, proxy.model["namespace"], proxy.model["pod"], proxy.context)
 
 
-def enable_injection(namespace: str, labels: dict[str, Any] | None) -> str | None:
+def enable_injection(namespace: str, labels: dict[str, Any] | None, context: str | None = None) -> str | None:
     """The label change that turns sidecar injection on for a namespace, given its labels; None when
     it is already on. `labels` None means the namespace could not be read: the advice then says what to
     look for, since a wrong label would override a revision."""
+    label = f"kubectl label namespace {namespace}"
+    where = f" --context {context}" if context else ""
     if labels is None:
         return (
-            f"if namespace {namespace} has no istio.io/rev label: kubectl label namespace {namespace} "
-            "istio-injection=enabled (with istio.io/rev=REV, restarting is enough)"
+            f"if namespace {namespace} has no istio.io/rev label: {label} istio-injection=enabled{where} "
+            "(with istio.io/rev=REV, restarting is enough)"
         )
     injection, revision = labels.get("istio-injection"), labels.get("istio.io/rev")
     if injection == "enabled" or (revision and injection is None):
         return None  # injection is on: the pod predates it and only needs a restart
     if revision:  # istio-injection=disabled hides the revision's webhook: remove it, never overwrite it
-        return f"kubectl label namespace {namespace} istio-injection-"
+        return f"{label} istio-injection-{where}"
     if injection is not None:
-        return f"kubectl label namespace {namespace} istio-injection=enabled --overwrite"
-    return f"kubectl label namespace {namespace} istio-injection=enabled"
+        return f"{label} istio-injection=enabled --overwrite{where}"
+    return f"{label} istio-injection=enabled{where}"
 
 
-def inject_sidecar(pod: dict[str, Any] | None, namespace: str, name: str, labels: dict[str, Any] | None) -> str:
+def inject_sidecar(
+    pod: dict[str, Any] | None,
+    namespace: str,
+    name: str,
+    labels: dict[str, Any] | None,
+    context: str | None = None,
+) -> str:
     """A pod without a sidecar: what turns injection on for it, then the restart that injects it."""
     annotations, pod_labels = _meta(pod).get("annotations") or {}, _meta(pod).get("labels") or {}
     opt_out = annotations.get("sidecar.istio.io/inject") or pod_labels.get("sidecar.istio.io/inject")
@@ -121,8 +129,9 @@ def inject_sidecar(pod: dict[str, Any] | None, namespace: str, name: str, labels
     if str(opt_out).lower() == "false":
         first = "remove sidecar.istio.io/inject=false from the workload's pod template"
     else:
-        first = enable_injection(namespace, labels)
-    return then(first, restart_pod(pod, namespace, name)) or restart_pod(pod, namespace, name)
+        first = enable_injection(namespace, labels, context)
+    restart = restart_pod(pod, namespace, name, context)
+    return then(first, restart) or restart
 
 
 def edit_policy(kind: str, namespace: str, name: str, change: str) -> str:

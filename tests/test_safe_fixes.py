@@ -181,3 +181,11 @@ def test_fixes_are_computed_below_the_commands() -> None:
     for path in sorted((package / "checks").glob("*.py")):
         assert not [m for m in imports(path) if m.endswith("commands.fixes")], path.name
     assert not (package / "commands" / "fixes.py").exists()
+
+
+def test_check_says_which_pods_it_skipped_because_they_are_not_running() -> None:
+    proc = run_cli("check", "-n", NS, "--snapshot", str(EXAMPLE), "-o", "json")
+    notes = [i["why"] for i in json.loads(proc.stdout)["incomplete"] if i["what"] == "pods"]
+    assert notes == ["skipped 1 pod(s) that are not running: shop/reports-29384750-xk2lp (Succeeded)"]
+    one = run_cli("check", "pod", "reports-29384750-xk2lp", "-n", NS, "--snapshot", str(EXAMPLE))
+    assert "? pods: skipped 1 pod(s) that are not running: shop/reports-29384750-xk2lp (Succeeded)" in one.stdout

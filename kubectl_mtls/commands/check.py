@@ -154,7 +154,7 @@ def _ignored(finding: dict[str, Any], rules: list[str], ctx: Any) -> bool:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..checks.context import Context, Options
+    from ..checks.context import Context, Options, key_of
 
     if args.target == "pair":
         from .pair import run_pair
@@ -195,6 +195,11 @@ def run(args: argparse.Namespace) -> int:
     if scope.namespace and known_namespaces and scope.namespace not in ctx.namespaces:
         close = did_you_mean(scope.namespace, list(ctx.namespaces))
         raise NotFoundError(f'namespace "{scope.namespace}" not found{close}')
+    finished = [p for p in ctx.targets if not ctx.running(p)]
+    if finished:  # say why these pods get no verdict, instead of a silent √
+        shown = ", ".join(f"{'/'.join(key_of(p))} ({(p.get('status') or {}).get('phase')})" for p in finished[:5])
+        more = f", and {len(finished) - 5} more" if len(finished) > 5 else ""
+        ctx.note("pods", f"skipped {len(finished)} pod(s) that are not running: {shown}{more}")
     if ctx.available("pods") and not ctx.targets:
         where = f"namespace {scope.namespace}" if scope.namespace else "any namespace"
         ctx.note("pods", f"no pods to check in {where}" + (f" matching {scope.selector}" if scope.selector else ""))

@@ -15,7 +15,7 @@ from typing import Any
 
 from ..checks.context import Context, Options, Scope, key_of
 from ..errors import EXIT_DEPENDS, EXIT_GATHER, EXIT_OK, EXIT_PROBLEM
-from ..fixes import restart_command
+from ..fixes import inject_sidecar, restart_command
 from ..istio import automtls
 from ..istio import trust as trust_rules
 from ..normalize import pod as podinfo
@@ -74,7 +74,7 @@ def walk(
                     "sidecar",
                     False,
                     f"{ref} has no sidecar ({podinfo.sidecar_kind(pod)}): it has no mesh identity across clusters",
-                    f"kubectl label namespace {key_of(pod)[0]} istio-injection=enabled --overwrite --context {context}",
+                    inject_sidecar(pod, *key_of(pod), _labels(ctx, key_of(pod)[0]), context),
                 )
             )
             return steps, None, notes
@@ -268,3 +268,9 @@ def run(args: argparse.Namespace, src_side: Side, dst_side: Side) -> int:
     }
     emit(data, args.output, args.query, lambda d, wide: table(d, Style.detect(args.no_color)))
     return {"ok": EXIT_OK, "fail": EXIT_PROBLEM, "unknown": EXIT_GATHER, "depends": EXIT_DEPENDS}[verdict]
+
+
+def _labels(ctx: Context, namespace: str) -> dict[str, Any] | None:
+    """The namespace's labels, None when it was not read (the fix then says what to look for)."""
+    obj = ctx.namespaces.get(namespace)
+    return (obj.get("metadata") or {}).get("labels") or {} if obj is not None else None
