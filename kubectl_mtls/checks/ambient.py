@@ -11,13 +11,17 @@ from ..istio import networkpolicy as netpol
 from ..normalize import pod as podinfo
 from ..normalize.certs import parse_rfc3339
 from ..normalize.ztunnel import HBONE_PORT, ZtunnelView
-from .base import Finding, check, finding
+from .base import Finding, as_dict, check, finding
 from .context import Context, key_of, labels_of
 
 AREA = "ambient"
 GATEWAY_LABELS = ("gateway.networking.k8s.io/gateway-name", "istio.io/gateway-name", "gateway.istio.io/managed")
 USE_WAYPOINT = "istio.io/use-waypoint"
 USE_WAYPOINT_NS = "istio.io/use-waypoint-namespace"
+
+
+def _lst(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
 
 
 def _restart(pod: dict[str, Any]) -> str:
@@ -286,7 +290,7 @@ def _captured(ctx: Context, key: tuple[str, str]) -> bool:
 
 
 def _opens_15008(rule: dict[str, Any]) -> bool:
-    ports = rule.get("ports") or []
+    ports = _lst(rule.get("ports"))
     probe = netpol.Endpoint("", {}, {})
     return not ports or any(netpol.port_matches(p, HBONE_PORT, "TCP", probe) for p in ports)
 
@@ -360,7 +364,7 @@ def _blocked(
         ns, name = policy_name.split("/", 1)
         ports = [
             f"{p.get('protocol', 'TCP')}/{p.get('port', '*')}" + (f"-{p['endPort']}" if p.get("endPort") else "")
-            for p in rule.get("ports") or []
+            for p in _lst(rule.get("ports"))
             if isinstance(p, dict)
         ]
         direction = "from" if kind == "Ingress" else "to"
@@ -394,7 +398,9 @@ def _applied(
     policy without selector, else the pods of the policy's namespace whose labels hold its
     matchLabels (all of them without). Found through the pod index, in `targets`' order."""
     policy_ns = key_of(policy)[0]
-    selector = ((policy.get("spec") or {}).get("selector") or {}).get("matchLabels")
+    selector = as_dict(as_dict(policy.get("spec")).get("selector")).get("matchLabels")
+    if selector is not None and not isinstance(selector, dict):
+        return []
     if policy_ns == ctx.mesh.root_namespace and not selector:
         return list(targets)
     return [p for p in ctx.select_pods(policy_ns, selector or None) if id(p) in ids]
@@ -430,12 +436,12 @@ def ambient_peerauthn(ctx: Context) -> Iterator[Finding]:
     ids = {id(p) for p in pods_only}
     for policy in ctx.objects("peerauthentications"):
         pns, pname = key_of(policy)
-        spec = policy.get("spec") or {}
+        spec = as_dict(policy.get("spec"))
         hit = _applied(ctx, policy, pods_only, ids)
-        selector = (spec.get("selector") or {}).get("matchLabels")
+        selector = as_dict(spec.get("selector")).get("matchLabels")
         pods = [f"{key_of(p)[0]}/{key_of(p)[1]}" for p in hit]
-        modes = [str((spec.get("mtls") or {}).get("mode") or "")] + [
-            str((v or {}).get("mode") or "") for v in (spec.get("portLevelMtls") or {}).values()
+        modes = [str(as_dict(spec.get("mtls")).get("mode") or "")] + [
+            str(as_dict(v).get("mode") or "") for v in as_dict(spec.get("portLevelMtls")).values()
         ]
         if hit and "DISABLE" in modes:
             yield finding(
@@ -487,7 +493,7 @@ def _strict_callers(ctx: Context, targets: list[tuple[dict[str, Any], str]]) -> 
             if ctx.running(p)
             and not podinfo.has_envoy(p)
             and key_of(p) not in ctx.ambient.enrolment
-            and not (p.get("spec") or {}).get("hostNetwork")
+            and not as_dict(p.get("spec")).get("hostNetwork")
             and not _is_gateway(p)
         ]
         if outsiders:
@@ -521,7 +527,7 @@ def _waypoint_of(ctx: Context, pod: dict[str, Any]) -> tuple[str, str, str, str]
 
 
 def _condition(obj: dict[str, Any], kind: str) -> dict[str, Any] | None:
-    for cond in (obj.get("status") or {}).get("conditions") or []:
+    for cond in _lst(as_dict(obj.get("status")).get("conditions")):
         if isinstance(cond, dict) and cond.get("type") == kind:
             return cond
     return None
@@ -584,14 +590,14 @@ L7_SOURCE = ("requestPrincipals", "notRequestPrincipals")
 
 def _l7_fields(rule: dict[str, Any]) -> list[str]:
     found: list[str] = []
-    for entry in rule.get("to") or []:
-        operation = (entry or {}).get("operation") or {}
+    for entry in _lst(rule.get("to")):
+        operation = as_dict(as_dict(entry).get("operation"))
         found += [f"to.operation.{f}" for f in L7_OPERATION if operation.get(f)]
-    for entry in rule.get("from") or []:
-        source = (entry or {}).get("source") or {}
+    for entry in _lst(rule.get("from")):
+        source = as_dict(as_dict(entry).get("source"))
         found += [f"from.source.{f}" for f in L7_SOURCE if source.get(f)]
-    for cond in rule.get("when") or []:
-        key = str((cond or {}).get("key") or "")
+    for cond in _lst(rule.get("when")):
+        key = str(as_dict(cond).get("key") or "")
         if key.startswith("request.") or key.startswith("experimental.envoy"):
             found.append(f"when {key}")
     return found
@@ -622,7 +628,7 @@ def waypoint_policy_unbound(ctx: Context) -> Iterator[Finding]:
     ids = {id(p) for p in targets}
     for policy in ctx.objects("authorizationpolicies"):
         pns, pname = key_of(policy)
-        spec = policy.get("spec") or {}
+        spec = as_dict(policy.get("spec"))
         for kind in ("ZtunnelAccepted", "WaypointAccepted"):
             cond = _condition(policy, kind)
             if cond and cond.get("status") == "False":
@@ -643,7 +649,7 @@ def waypoint_policy_unbound(ctx: Context) -> Iterator[Finding]:
         hit = ["/".join(key_of(p)) for p in _applied(ctx, policy, targets, ids)]
         if not hit:
             continue
-        rules = [r for r in spec.get("rules") or [] if isinstance(r, dict)]
+        rules = [r for r in _lst(spec.get("rules")) if isinstance(r, dict)]
         l7 = [(i, _l7_fields(r)) for i, r in enumerate(rules)]
         l7 = [(i, f) for i, f in l7 if f]
         if not l7:

@@ -42,22 +42,30 @@ class Verdict:
 def endpoint(pod: dict[str, Any], namespace_labels: dict[str, str]) -> Endpoint:
     """A Pod object as NetworkPolicies see it: labels, its namespace's labels (plus the
     `kubernetes.io/metadata.name` label the API server sets), pod IP and named container ports."""
-    meta = pod.get("metadata") or {}
+    meta = _obj(pod.get("metadata"))
     ns = str(meta.get("namespace") or "")
     named = {
         str(p["name"]): int(p["containerPort"])
-        for c in (pod.get("spec") or {}).get("containers") or []
-        for p in (c or {}).get("ports") or []
+        for c in _list(_obj(pod.get("spec")).get("containers"))
+        for p in _list(_obj(c).get("ports"))
         if isinstance(p, dict) and isinstance(p.get("name"), str) and isinstance(p.get("containerPort"), int)
     }
-    ip = (pod.get("status") or {}).get("podIP")
+    ip = _obj(pod.get("status")).get("podIP")
     return Endpoint(
         namespace=ns,
-        labels={str(k): str(v) for k, v in (meta.get("labels") or {}).items()},
+        labels={str(k): str(v) for k, v in _obj(meta.get("labels")).items()},
         namespace_labels={"kubernetes.io/metadata.name": ns, **namespace_labels},
         ip=ip if isinstance(ip, str) else None,
         container_ports=named,
     )
+
+
+def _obj(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
 
 
 def selector_matches(selector: Any, labels: dict[str, str]) -> bool:
@@ -67,13 +75,16 @@ def selector_matches(selector: Any, labels: dict[str, str]) -> bool:
         return True
     if not isinstance(selector, dict):
         return False
-    for key, value in (selector.get("matchLabels") or {}).items():
+    match_labels = selector.get("matchLabels") or {}
+    if not isinstance(match_labels, dict):
+        return False
+    for key, value in match_labels.items():
         if labels.get(key) != value:
             return False
-    for expr in selector.get("matchExpressions") or []:
+    for expr in _list(selector.get("matchExpressions")):
         if not isinstance(expr, dict):
             return False
-        key, op, values = str(expr.get("key")), expr.get("operator"), expr.get("values") or []
+        key, op, values = str(expr.get("key")), expr.get("operator"), _list(expr.get("values"))
         present = key in labels
         if op == "In" and not (present and labels[key] in values):
             return False
@@ -89,7 +100,7 @@ def selector_matches(selector: Any, labels: dict[str, str]) -> bool:
 
 
 def policy_types(policy: dict[str, Any]) -> list[str]:
-    spec = policy.get("spec") or {}
+    spec = _obj(policy.get("spec"))
     types = spec.get("policyTypes")
     if isinstance(types, list) and types:
         return [t for t in types if isinstance(t, str)]
@@ -97,15 +108,15 @@ def policy_types(policy: dict[str, Any]) -> list[str]:
 
 
 def _name(policy: dict[str, Any]) -> str:
-    meta = policy.get("metadata") or {}
+    meta = _obj(policy.get("metadata"))
     return f"{meta.get('namespace', '')}/{meta.get('name', '')}"
 
 
 def selects(policy: dict[str, Any], pod: Endpoint) -> bool:
-    meta = policy.get("metadata") or {}
+    meta = _obj(policy.get("metadata"))
     if meta.get("namespace") != pod.namespace:
         return False
-    return selector_matches((policy.get("spec") or {}).get("podSelector") or {}, pod.labels)
+    return selector_matches(_obj(policy.get("spec")).get("podSelector") or {}, pod.labels)
 
 
 def _peer_matches(peer: Any, policy_namespace: str, other: Endpoint) -> bool:
@@ -119,7 +130,8 @@ def _peer_matches(peer: Any, policy_namespace: str, other: Endpoint) -> bool:
             address = ipaddress.ip_address(other.ip)
             if address not in ipaddress.ip_network(str(block.get("cidr")), strict=False):
                 return False
-            return not any(address in ipaddress.ip_network(str(e), strict=False) for e in block.get("except") or [])
+            excepted = _list(block.get("except"))
+            return not any(address in ipaddress.ip_network(str(e), strict=False) for e in excepted)
         except ValueError:
             return False
     pod_selector, ns_selector = peer.get("podSelector"), peer.get("namespaceSelector")
@@ -158,8 +170,8 @@ def _rule_allows(
 ) -> bool:
     if not isinstance(rule, dict):
         return False
-    peers = rule.get(peers_key) or []
-    ports = rule.get("ports") or []
+    peers = _list(rule.get(peers_key))
+    ports = _list(rule.get("ports"))
     peer_ok = not peers or any(_peer_matches(p, policy_namespace, other) for p in peers)
     port_ok = not ports or any(port_matches(p, port, protocol, destination) for p in ports)
     return peer_ok and port_ok
@@ -194,8 +206,8 @@ def _evaluate(
     if not isolating:
         return Verdict(True, False, ())
     for policy in isolating:
-        namespace = str((policy.get("metadata") or {}).get("namespace") or "")
-        for rule in (policy.get("spec") or {}).get(rules_key) or []:
+        namespace = str(_obj(policy.get("metadata")).get("namespace") or "")
+        for rule in _list(_obj(policy.get("spec")).get(rules_key)):
             if _rule_allows(rule, peers_key, namespace, other, port, protocol, destination):
                 return Verdict(True, True, (_name(policy),))
     return Verdict(False, True, tuple(sorted(_name(p) for p in isolating)))
@@ -207,12 +219,12 @@ def rules_of(policies: list[dict[str, Any]], kind: str, subject: Endpoint) -> li
     out = []
     for policy in policies:
         if selects(policy, subject) and kind in policy_types(policy):
-            for rule in (policy.get("spec") or {}).get(key) or []:
+            for rule in _list(_obj(policy.get("spec")).get(key)):
                 if isinstance(rule, dict):
                     out.append((_name(policy), rule))
     return out
 
 
 def rule_peer_matches(rule: dict[str, Any], kind: str, policy_namespace: str, other: Endpoint) -> bool:
-    peers = rule.get("from" if kind == "Ingress" else "to") or []
+    peers = _list(rule.get("from" if kind == "Ingress" else "to"))
     return not peers or any(_peer_matches(p, policy_namespace, other) for p in peers)
