@@ -58,7 +58,7 @@ def register(sub: Any, output: argparse.ArgumentParser, source: argparse.Argumen
     parser.add_argument(
         "--logs",
         action="store_true",
-        help="also save the last istio-proxy log lines of each sidecar and istiod's (for check's log checks)",
+        help="also save the last log lines of each sidecar, each ztunnel and istiod (for check's log checks)",
     )
     parser.add_argument(
         "--tail", type=positive_int, default=500, metavar="N", help="log lines per container with --logs"
@@ -66,7 +66,7 @@ def register(sub: Any, output: argparse.ArgumentParser, source: argparse.Argumen
     parser.add_argument(
         "--stats",
         action="store_true",
-        help="also save each sidecar's Prometheus stats (who sends plaintext: for strict-ready)",
+        help="also save each sidecar's and ztunnel's Prometheus stats (who sends plaintext: for strict-ready)",
     )
     parser.set_defaults(handler=run)
 
