@@ -54,7 +54,7 @@ def test_default_request_timeout_is_30_seconds(api: Any) -> None:
     elapsed = time.monotonic() - started
     assert proc.returncode == 3, proc.stderr
     assert_one_line_error(proc)
-    assert 29 <= elapsed < 80, elapsed
+    assert 29 <= elapsed < 50, elapsed  # one timeout: a timed-out request is not retried
     assert "default 30s" in run_cli("certs", "--help").stdout
 
 

@@ -90,7 +90,11 @@ class LiveSource:
             raise NoClusterError(f"cannot load Kubernetes configuration: {exc}") from None
         except OSError as exc:
             raise NoClusterError(f"cannot read kubeconfig: {exc}") from None
-        configuration.retries = 1  # fail fast on an unreachable API server; kubectl retries little too
+        from urllib3.util.retry import Retry
+
+        # Fail fast on an unreachable API server (kubectl retries little too); a request that timed out
+        # is not sent again, so a hung API server costs one --request-timeout, not two.
+        configuration.retries = Retry(total=1, read=0)
         if not configuration.verify_ssl:  # insecure-skip-tls-verify: kubectl does not warn per request
             from urllib3.exceptions import InsecureRequestWarning
 
