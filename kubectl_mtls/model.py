@@ -7,9 +7,10 @@ that comparisons (rootdiff, chain checks) need and that never go into the JSON.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal, NotRequired, TypedDict
+from typing import TYPE_CHECKING, Any, Literal, NotRequired, TypedDict
 
-from .normalize.certs import ParsedCert
+if TYPE_CHECKING:
+    from cryptography import x509
 
 Sidecar = Literal["present", "native", "absent", "ambient"]
 TlsMode = Literal["ISTIO_MUTUAL", "AUTO", "SIMPLE", "MUTUAL", "DISABLE", "UNKNOWN"]
@@ -48,6 +49,15 @@ class ProxyModel(TypedDict):
     rejected: NotRequired[list[dict[str, Any]]]  # sidecars: what Envoy rejected {type, name, error, ..., active}
     incomplete: list[str]
     ambient: NotRequired[dict[str, Any]]  # ambient pods only: their ztunnel view (README "ambient")
+
+
+@dataclass
+class ParsedCert:
+    """One certificate: its model dict plus the parsed object for verification (never in the JSON)."""
+
+    info: dict[str, Any]
+    cert: x509.Certificate = field(repr=False)
+    notes: list[str] = field(default_factory=list)  # what is odd about it (cryptography's warnings)
 
 
 @dataclass

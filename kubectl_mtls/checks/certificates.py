@@ -9,8 +9,8 @@ from collections.abc import Iterator
 from typing import Any
 
 from ..fixes import restart_command
-from ..model import Proxy
-from ..normalize.certs import CertError, ParsedCert, describe, load_pem_bundle, parse_rfc3339
+from ..model import ParsedCert, Proxy
+from ..normalize.certs import CertError, describe, load_pem_bundle, parse_rfc3339
 from ..render import duration
 from .base import Finding, check, finding
 from .context import Context, key_of

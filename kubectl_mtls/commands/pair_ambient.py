@@ -22,9 +22,9 @@ from typing import Any
 from ..checks.context import Context, key_of, labels_of, target_port
 from ..istio import authz, ztunnel_rbac
 from ..istio import networkpolicy as netpol
-from ..model import Proxy
+from ..model import ParsedCert, Proxy
 from ..normalize import pod as podinfo
-from ..normalize.certs import ParsedCert, parse_rfc3339, verify_chain
+from ..normalize.certs import parse_rfc3339, verify_chain
 from ..normalize.ztunnel import HBONE_PORT
 
 STEPS = ("dataplane", "certificate", "trust", "network", "server-mode", "authz", "waypoint")

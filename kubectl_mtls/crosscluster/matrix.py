@@ -13,8 +13,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from ..istio import trust as rules
-from ..model import Proxy
-from ..normalize.certs import ParsedCert, parse_rfc3339, verify_chain
+from ..model import ParsedCert, Proxy
+from ..normalize.certs import parse_rfc3339, verify_chain
 from .profile import Cluster, short
 
 

@@ -13,8 +13,8 @@ from datetime import datetime
 from typing import Any
 
 from ..istio import trust as rules
-from ..model import Proxy
-from ..normalize.certs import CertError, ParsedCert, parse_bundle, parse_rfc3339, rfc3339, verify_chain
+from ..model import ParsedCert, Proxy
+from ..normalize.certs import CertError, parse_bundle, parse_rfc3339, rfc3339, verify_chain
 
 
 @dataclass

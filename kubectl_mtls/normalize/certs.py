@@ -13,9 +13,10 @@ import re
 import threading
 import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
+
+from ..model import ParsedCert
 
 if TYPE_CHECKING:
     from cryptography import x509
@@ -30,15 +31,6 @@ _WARNINGS_LOCK = threading.RLock()
 
 class CertError(ValueError):
     """Certificate material that cannot be decoded; the message says what and why."""
-
-
-@dataclass
-class ParsedCert:
-    """One certificate: its model dict plus the parsed object for verification."""
-
-    info: dict[str, Any]
-    cert: x509.Certificate = field(repr=False)
-    notes: list[str] = field(default_factory=list)  # what is odd about it (cryptography's warnings)
 
 
 @contextlib.contextmanager

@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from .certs import CertError, ParsedCert, decode_inline, parse_bundle
+from ..model import ParsedCert
+from .certs import CertError, decode_inline, parse_bundle
 from .keys import JSON, items, obj, text
 
 WORKLOAD = "default"

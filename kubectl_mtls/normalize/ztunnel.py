@@ -17,7 +17,8 @@ from typing import Any
 
 from .. import jsonutil
 from ..errors import InputError
-from .certs import CertError, ParsedCert, parse_bundle, verify_chain
+from ..model import ParsedCert
+from .certs import CertError, parse_bundle, verify_chain
 
 HBONE_PORT = 15008
 
