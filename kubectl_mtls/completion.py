@@ -6,7 +6,7 @@ after `kubectl mtls`, the last one being the word under the cursor ("" for a new
 candidate per line (`value<TAB>description`), then a last line `:<directive>`. kubectl does not filter,
 so candidates are filtered here by the word's prefix.
 
-Subcommands and flags are read from the argparse parser itself (`cli.build_parser`, which imports only
+Subcommands and flags are read from the argparse parser itself (`parser.build_parser`, which imports only
 the command being completed), so a command added later completes with no change here. Namespaces, pods
 and kubeconfig names are looked up read-only, with a short timeout; any failure means no candidates,
 never an error. Nothing here imports `kubernetes` unless a namespace or pod must be looked up on a live cluster.
@@ -88,7 +88,7 @@ def write(answer: Answer, out: IO[str]) -> None:
 
 
 def complete(words: Sequence[str]) -> Answer:
-    from .cli import build_parser, command_word
+    from .parser import build_parser, command_word
 
     typed, current = (list(words[:-1]), words[-1]) if words else ([], "")
     # Only the command being typed is imported and registered: completion runs at every TAB.

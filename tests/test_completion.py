@@ -80,7 +80,7 @@ def test_subcommands_come_from_the_parser(tmp_path: Path) -> None:
 
 
 def test_a_command_added_later_completes_with_no_change(monkeypatch: pytest.MonkeyPatch) -> None:
-    import kubectl_mtls.cli as cli
+    import kubectl_mtls.parser as cli
     from kubectl_mtls import completion
     from kubectl_mtls.commands.common import source_parent
 

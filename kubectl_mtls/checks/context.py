@@ -10,8 +10,8 @@ from datetime import datetime
 from functools import cached_property
 from typing import Any, TypeVar
 
-from ..commands.gather_ambient import AmbientMesh
 from ..errors import GatherError, InputError, MtlsError, NoClusterError, NotFoundError
+from ..gather.ambient import AmbientMesh
 from ..istio import destinationrule, peerauthn
 from ..labelindex import LabeledIndex, SelectorIndex, string_labels
 from ..model import Proxy
@@ -183,7 +183,7 @@ class Context:
         self._objects[kind] = items
 
     def _load_proxies(self) -> None:
-        from ..commands.gather import load_many
+        from ..gather.proxies import load_many
 
         with_envoy = [p for p in self.targets if podinfo.has_envoy(p)]
         proxies, failures = load_many(
@@ -242,7 +242,7 @@ class Context:
             self.unavailable["logs"] = "no log could be read"
 
     def _load_ambient(self, logs: bool) -> None:
-        """The ztunnels, only when some pod of the scope is ambient (see commands.gather_ambient)."""
+        """The ztunnels, only when some pod of the scope is ambient (see gather.ambient)."""
         labels = {name: labels_of(ns) for name, ns in self.namespaces.items()}
         self.ambient.load(self.pods, self.targets, labels, logs, self.options.tail)
         for what, why in self.ambient.notes:

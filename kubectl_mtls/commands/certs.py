@@ -7,12 +7,12 @@ from datetime import datetime
 from typing import Any
 
 from ..errors import EXIT_GATHER, EXIT_OK, EXIT_PROBLEM
+from ..gather.proxies import load_many, load_proxy
 from ..model import Proxy
 from ..normalize.certs import parse_rfc3339
 from ..render import Style, columns, duration, emit
 from .common import namespace_of, now, open_source, pod_ref
-from .gather import load_many, load_proxy
-from .targets import require_namespace
+from .targets import require_namespace, unknown_pod
 
 
 def register(sub: Any, output: argparse.ArgumentParser, source: argparse.ArgumentParser) -> None:
@@ -78,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
     failures = 0
     if args.pod:
         namespace, name = pod_ref(args, source, args.pod)
-        proxies = [load_proxy(source, namespace, name, moment)]
+        proxies = [load_proxy(source, namespace, name, moment, missing=unknown_pod)]
     else:
         scope = None if args.all_namespaces else namespace_of(args, source)
         pods = source.list_pods(scope, args.selector)

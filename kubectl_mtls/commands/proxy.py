@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from ..gather.proxies import load_proxy
 from ..render import Style, columns, emit
 from .common import namespace_of, now, open_source, pod_ref, require
-from .gather import load_proxy
-from .targets import selector_pod
+from .targets import selector_pod, unknown_pod
 
 
 def register(sub: Any, output: argparse.ArgumentParser, source: argparse.ArgumentParser) -> None:
@@ -47,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
         name = selector_pod(source, namespace, args.selector)
     else:
         namespace, name = pod_ref(args, source, args.pod)
-    proxy = load_proxy(source, namespace, name, now())
+    proxy = load_proxy(source, namespace, name, now(), missing=unknown_pod)
     style = Style.detect(args.no_color)
     emit(proxy.model, args.output, args.query, lambda m, wide: table(m, wide, style))
     return 0

@@ -7,12 +7,13 @@ from typing import Any
 
 from .. import fixes
 from ..errors import EXIT_GATHER, EXIT_OK, EXIT_PROBLEM, MtlsError
+from ..gather.proxies import load_proxy
 from ..model import Proxy
 from ..normalize.certs import verify_chain
 from ..render import Style, columns, emit
 from . import contexts
 from .common import now
-from .gather import load_proxy
+from .targets import unknown_pod
 
 
 def register(sub: Any, output: argparse.ArgumentParser, source: argparse.ArgumentParser) -> None:
@@ -92,8 +93,8 @@ def compare(
 def run(args: argparse.Namespace) -> int:
     moment = now()
     src_side, dst_side, across = contexts.sides(args, args.src, args.dst)
-    src = load_proxy(src_side.source, src_side.namespace, src_side.pod, moment)
-    dst = load_proxy(dst_side.source, dst_side.namespace, dst_side.pod, moment)
+    src = load_proxy(src_side.source, src_side.namespace, src_side.pod, moment, missing=unknown_pod)
+    dst = load_proxy(dst_side.source, dst_side.namespace, dst_side.pod, moment, missing=unknown_pod)
     if across:
         src.context = src_side.context or contexts.current(src_side.source)
         dst.context = dst_side.context or contexts.current(dst_side.source)

@@ -14,6 +14,7 @@ import orjson
 
 from .. import __version__
 from ..errors import EXIT_GATHER, EXIT_OK, GatherError, InputError, MtlsError, NotFoundError, UsageError
+from ..gather.proxies import WORKERS
 from ..normalize import pod as podinfo
 from ..render import Style, columns, emit
 from ..sources.kinds import KINDS, SNAPSHOT_KINDS
@@ -31,7 +32,6 @@ from ..sources.snapshot import (
     ztunnel_path,
 )
 from .common import namespace_of, now, open_context, open_source, paired_kubeconfigs, positive_int, several
-from .gather import WORKERS
 from .targets import require_namespace
 
 ROOT_NAMESPACE = "istio-system"  # mesh-wide policies live here (meshConfig rootNamespace default)

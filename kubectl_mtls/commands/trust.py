@@ -81,7 +81,7 @@ def _sample(pods: list[dict[str, Any]], istio_namespace: str, size: int) -> list
 def gather(name: str, source: Source, istio_namespace: str, sample: int, moment: datetime) -> Any:
     """Read one cluster; what cannot be read is noted, never fatal, except an unreachable cluster."""
     from ..crosscluster.profile import ClusterInputs
-    from .gather import load_many
+    from ..gather.proxies import load_many
 
     incomplete: list[dict[str, str]] = []
 

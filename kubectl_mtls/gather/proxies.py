@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -15,7 +16,7 @@ from ..sources import Source
 from ..sources.snapshot import FROM_DUMP, SnapshotSource
 
 if TYPE_CHECKING:
-    from .gather_ambient import Ambient
+    from .ambient import Ambient
 
 WORKERS = 8  # istioctl calls are mostly waiting on port-forwards; more would load the API server
 
@@ -27,19 +28,21 @@ def load_proxy(
     now: datetime,
     pod: dict[str, Any] | None = None,
     ambient: Ambient | None = None,
+    missing: Callable[[Source, str, str], MtlsError] | None = None,
 ) -> Proxy:
     """One pod's model (an ambient pod's from its node's ztunnel). Errors propagate: commands about
-    named pods stop on them."""
+    named pods stop on them. `missing` builds the error for a pod that does not exist (commands pass
+    one that names the closest pods)."""
     if pod is None:
         try:
             pod = source.get_pod(namespace, name)
         except NotFoundError:
-            from .targets import unknown_pod
-
-            raise unknown_pod(source, namespace, name) from None
+            if missing is None:
+                raise
+            raise missing(source, namespace, name) from None
     kind = podinfo.sidecar_kind(pod)
     if kind not in ("present", "native"):
-        from .gather_ambient import Ambient, ambient_proxy
+        from .ambient import Ambient, ambient_proxy
 
         if ambient is None:
             ambient = Ambient(source, now)
@@ -65,7 +68,7 @@ def load_many(
     import sys
     import threading
 
-    from .gather_ambient import Ambient
+    from .ambient import Ambient
 
     done = [0]
     lock = threading.Lock()
