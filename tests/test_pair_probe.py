@@ -412,7 +412,7 @@ def access_line(code: int, flags: str, details: str, reason: str = "-", upstream
     ],
 )
 def test_probe_classification(http_code: str, client: str | None, server: str | None, ok: bool, cause: str) -> None:
-    from kubectl_mtls.commands.pair import Destination
+    from kubectl_mtls.commands.pair_steps import Destination
     from kubectl_mtls.commands.probe import Prober
 
     src_pod = pod_object(NS, SRC, "client", "client")

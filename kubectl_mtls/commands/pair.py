@@ -20,26 +20,23 @@ from ..sources import parse_pod_ref
 from . import pair_ambient
 from .common import namespace_of, now, open_source, pod_ref
 from .pair_authz import authz_step
+from .pair_steps import (
+    Destination,
+    PairContext,
+    enforced_text,
+    gateway_servers,
+    gather_error,
+    matches_san,
+    policy_note,
+    protocol_of,
+    server_side,
+    service_fqdn,
+    step,
+    table,
+    verdict_of,
+)
 from .request_spec import RequestSpec, parse_request
 from .targets import did_you_mean, parse_workload, unknown_pod
-
-STEPS = ("sidecar", "client-tls", "identity", "server-mode", "trust", "authz", "probe")
-HTTP_PREFIXES = ("http", "grpc")
-
-
-@dataclass
-class Destination:
-    kind: str  # "service" | "pod"
-    namespace: str
-    name: str
-    service: dict[str, Any] | None = None
-    pods: list[dict[str, Any]] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)  # "NS/POD (Succeeded)": selected but not running
-
-    @property
-    def label(self) -> str:
-        """As kubectl takes it back: `svc/NAME -n NS`, or the pod as `NS/POD`."""
-        return f"svc/{self.name} -n {self.namespace}" if self.kind == "service" else f"{self.namespace}/{self.name}"
 
 
 def parse_destination(ref: str, default_namespace: str) -> tuple[str, str, str]:
@@ -53,53 +50,6 @@ def parse_destination(ref: str, default_namespace: str) -> tuple[str, str, str]:
         return "service", parts[1], parts[0]
     ns, name = parse_pod_ref(ref, default_namespace)
     return "pod", ns, name
-
-
-class PairContext(Context):
-    """A Context whose sidecar reads are limited to the two ends of the call: the named pods, and for a
-    Service destination every pod of its namespace (the Service's own selector is only known later)."""
-
-    def __init__(self, *args: Any, pods: set[tuple[str, str]], namespaces: set[str], **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.wanted_pods = pods
-        self.wanted_namespaces = namespaces
-
-    def _load_pods(self) -> None:
-        super()._load_pods()
-        self.targets = [p for p in self.pods if key_of(p) in self.wanted_pods or key_of(p)[0] in self.wanted_namespaces]
-
-
-def step(slug: str, ok: bool | None, detail: str, hint: str | None = None, **evidence: Any) -> dict[str, Any]:
-    return {"step": slug, "ok": ok, "detail": detail, "hint": hint, "evidence": evidence}
-
-
-def _fqdn(ns: str, name: str) -> str:
-    return f"{name}.{ns}.svc.cluster.local"
-
-
-def _protocol(service_port: dict[str, Any] | None) -> str:
-    if not service_port:
-        return "tcp"
-    app = str(service_port.get("appProtocol") or "").lower()
-    name = str(service_port.get("name") or "").lower()
-    return "http" if app.startswith(HTTP_PREFIXES) or name.startswith(HTTP_PREFIXES) else "tcp"
-
-
-def _matches_san(patterns: list[str], identity: str) -> bool:
-    """Against the model's SAN patterns: exact, `x*` prefix, `*x` suffix, `regex:` (see normalize.tls)."""
-    import re
-
-    for pattern in patterns:
-        if pattern.startswith("regex:"):
-            if re.fullmatch(pattern.removeprefix("regex:"), identity):
-                return True
-        elif (
-            pattern == identity
-            or (pattern.endswith("*") and identity.startswith(pattern[:-1]))
-            or (pattern.startswith("*") and identity.endswith(pattern[1:]))
-        ):
-            return True
-    return False
 
 
 @dataclass
@@ -127,86 +77,6 @@ class Walk:
         return all(v == "mtls" for v in self.sends.values())
 
 
-def _server(
-    ctx: Context, pod: dict[str, Any], service_port: dict[str, Any] | None, port: int
-) -> tuple[int | None, str | None, str | None]:
-    """(target port, what the pod enforces there, what its policies say). What it enforces is its
-    sidecar's inbound chains for the port (else the catch-all), "NO_SIDECAR" for a pod without one,
-    None when its config was not read or holds nothing for the port."""
-    tport = target_port(service_port, pod) if service_port else port
-    # PeerAuthentications not read: say so, never a guessed default (what the sidecar enforces decides)
-    policy = ctx.effective(pod).mode_for(tport) if ctx.available("peerauthentications") else "not read"
-    if podinfo.sidecar_kind(pod) == "absent":
-        return tport, "NO_SIDECAR", policy
-    proxy = ctx.proxy(pod)
-    if proxy is None:
-        return tport, None, policy
-    if (proxy.model["proxy"] or {}).get("type") == "router" or podinfo.is_gateway(pod):
-        return tport, _gateway_mode(proxy.model.get("gateway") or [], tport), None  # no PeerAuthentication there
-    inbound = proxy.model["inbound"]
-    entry = next((e for e in inbound if e["port"] == tport), None) or next(
-        (e for e in inbound if e["port"] is None), None
-    )
-    if entry is None and _rejected_inbound(ctx, pod):
-        return tport, "REJECTED", policy
-    return tport, entry["mode"] if entry else None, policy
-
-
-def _policy_note(policy: str | None) -> str:
-    return f" (policy {policy})" if policy else ""
-
-
-def _gateway_mode(servers: list[dict[str, Any]], port: int | None) -> str:
-    """What a gateway's servers on one port take, as automtls.accepts reads it: GW_PLAINTEXT, GW_ISTIO_MUTUAL,
-    GW_TLS (the gateway terminates or passes through the caller's own TLS), GW_NONE (no server there)."""
-    modes = {s["mode"] for s in servers if s["port"] == port}
-    if not modes:
-        return "GW_NONE"
-    if modes == {"PLAINTEXT"}:
-        return "GW_PLAINTEXT"
-    if modes == {"ISTIO_MUTUAL"}:
-        return "GW_ISTIO_MUTUAL"
-    return "GW_TLS"
-
-
-def _gateway_servers(ctx: Context, pod: dict[str, Any], port: int | None) -> str:
-    proxy = ctx.proxy(pod)
-    servers = [s for s in (proxy.model.get("gateway") or []) if s["port"] == port] if proxy else []
-    words = []
-    for server in servers:
-        what = server["mode"] + (f" for {', '.join(server['server_names'])}" if server["server_names"] else "")
-        if server["credential"]:
-            what += f" with {server['credential']}"
-        if server["client_certificate_required"]:
-            what += f", client certificate required ({server['ca_credential'] or 'CA unknown'})"
-        words.append(what)
-    return "; ".join(words) or "none"
-
-
-def _rejected_inbound(ctx: Context, pod: dict[str, Any]) -> str | None:
-    """Envoy's error text when it rejected the pod's `virtualInbound` and no earlier version serves."""
-    proxy = ctx.proxy(pod)
-    for item in (proxy.model.get("rejected") or []) if proxy else []:
-        if item["type"] == "listener" and item["name"] == "virtualInbound" and not item["active"]:
-            return str(item["error"])
-    return None
-
-
-def _enforced_text(ctx: Context, pod: dict[str, Any], enforced: str | None, port: int | None = None) -> str:
-    if enforced == "NO_SIDECAR":
-        return "has no sidecar"
-    if enforced == "GW_NONE":
-        return "is a gateway with no server on that port"
-    if enforced and enforced.startswith("GW_"):
-        return f"is a gateway, its servers there: {_gateway_servers(ctx, pod, port)}"
-    if enforced == "REJECTED":
-        return (
-            "has no inbound listener, so it refuses every connection (Envoy rejected virtualInbound: "
-            f"{_rejected_inbound(ctx, pod)})"
-        )
-    return f"sidecar enforces {enforced}"
-
-
 def _plaintext_refused(
     ctx: Context, dst: Destination, service_port: dict[str, Any] | None, port: int, pods: list[dict[str, Any]]
 ) -> tuple[list[tuple[str, int | None, str, str | None]], list[str]]:
@@ -214,11 +84,11 @@ def _plaintext_refused(
     the pods whose inbound mode was not read."""
     refused, unknown = [], []
     for pod in pods:
-        tport, enforced, policy = _server(ctx, pod, service_port, port)
+        tport, enforced, policy = server_side(ctx, pod, service_port, port)
         ok = automtls.accepts(enforced, "plaintext")
         ref = "/".join(key_of(pod))
         if ok is False:
-            refused.append((ref, tport, _enforced_text(ctx, pod, enforced, tport), policy))
+            refused.append((ref, tport, enforced_text(ctx, pod, enforced, tport), policy))
         elif ok is None:
             unknown.append(ref)
     return refused, unknown
@@ -297,7 +167,7 @@ def walk(
                     "sidecar",
                     False,
                     f"{src_ref} has no sidecar (absent): it sends plaintext without an identity, and {ref} port "
-                    f"{tport} {enforced}{_policy_note(policy)}",
+                    f"{tport} {enforced}{policy_note(policy)}",
                     inject_src,
                     sidecar=kind,
                     refused_by=[r[0] for r in refused],
@@ -388,7 +258,7 @@ def walk(
                     False if refused else None,
                     f"no Service selects {dst.label}: calls to its pod IP leave through the passthrough cluster in "
                     + (
-                        f"plaintext, and {ref} port {tport} {enforced}{_policy_note(policy)}"
+                        f"plaintext, and {ref} port {tport} {enforced}{policy_note(policy)}"
                         if refused
                         else f"plaintext; whether {ref} accepts it is not known"
                     ),
@@ -407,7 +277,7 @@ def walk(
             return result
         return _server_mode(ctx, src, dst, service_port, port, probe, result)
     svc_ns, svc_name = key_of(dst.service)
-    host = _fqdn(svc_ns, svc_name)
+    host = service_fqdn(svc_ns, svc_name)
     clusters = [c for c in src_proxy.model["clusters"] if c["host"] == host and c["port"] == port]
     rejected = [
         r
@@ -509,7 +379,7 @@ def walk(
                 step(
                     "client-tls",
                     False,
-                    f"{failure}, but {ref} port {tport} {enforced}{_policy_note(policy)}: "
+                    f"{failure}, but {ref} port {tport} {enforced}{policy_note(policy)}: "
                     "it refuses plaintext",
                     fix,
                     cluster=cluster["name"],
@@ -584,7 +454,7 @@ def walk(
         for p in dst.pods
         if result.sends.get(key_of(p)) == "mtls"
         and podinfo.has_envoy(p)
-        and automtls.accepts(_server(ctx, p, service_port, port)[1], "mtls") is not False
+        and automtls.accepts(server_side(ctx, p, service_port, port)[1], "mtls") is not False
     ]
     if unread(ctx, result, "identity", [(ctx.proxy(p), "certificates") for p in mtls_pods]):
         return result
@@ -611,7 +481,7 @@ def walk(
                     )
                 )
                 return result
-            if expected and not _matches_san(expected, identity or ""):
+            if expected and not matches_san(expected, identity or ""):
                 done(
                     step(
                         "identity",
@@ -669,7 +539,7 @@ def _server_mode(
     for pod in dst.pods:
         ref = "/".join(key_of(pod))
         sends = result.sends.get(key_of(pod), "mtls")
-        tport, enforced, policy = _server(ctx, pod, service_port, port)
+        tport, enforced, policy = server_side(ctx, pod, service_port, port)
         modes[ref] = policy
         ok = automtls.accepts(enforced, sends)
         if ok is False and sends == "mtls":
@@ -692,7 +562,7 @@ def _server_mode(
                 step(
                     "server-mode",
                     False,
-                    f"{ref} port {tport}: {_enforced_text(ctx, pod, enforced, tport)}{_policy_note(policy)}: {cause}",
+                    f"{ref} port {tport}: {enforced_text(ctx, pod, enforced, tport)}{policy_note(policy)}: {cause}",
                     hint,
                     port=tport,
                     enforced=enforced,
@@ -704,7 +574,7 @@ def _server_mode(
             # The sidecar adds no TLS; the gateway terminates (or passes through) the caller's own TLS.
             result.plaintext(
                 f"{ref} is a gateway whose server on port {tport} takes the caller's own TLS "
-                f"({_gateway_servers(ctx, pod, tport)}): the call works when SRC's application speaks TLS to it",
+                f"({gateway_servers(ctx, pod, tport)}): the call works when SRC's application speaks TLS to it",
                 None,
             )
         if ok is None:
@@ -806,7 +676,7 @@ def _authorize(
         own = ((src_proxy.model["identity"] if src_proxy else None) or "").removeprefix("spiffe://") or None
         identity = own if any(result.sends.get(key_of(p)) == "mtls" for p in enforcing) else None
         sni = result.cluster.get("sni") if result.cluster else None
-        protocol = _protocol(service_port)
+        protocol = protocol_of(service_port)
         item = authz_step(ctx, src, identity, enforcing, service_port, port, protocol, sni, result.request)
         result.steps.append(item)
         if item["ok"] is not True:
@@ -851,17 +721,6 @@ def _namespace_labels(ctx: Context, namespace: str) -> dict[str, Any] | None:
 
 def _why(ctx: Context, ref: str) -> str:
     return "; ".join(i["why"] for i in ctx.incomplete if i["what"] == f"pod {ref}") or "unknown"
-
-
-def _verdict(steps: list[dict[str, Any]]) -> tuple[str, str | None, str | None]:
-    for item in steps:
-        if item["ok"] is False:
-            return "fail", item["step"], item["hint"]
-        if item["ok"] is None and (item.get("evidence") or {}).get("outcome") == "depends":
-            return "depends", item["step"], item["hint"]
-        if item["ok"] is None:
-            return "unknown", item["step"], item["hint"]
-    return "ok", None, None
 
 
 def _resolve(ctx: Context, args: argparse.Namespace, dst_ref: tuple[str, str, str]) -> Destination:
@@ -964,7 +823,7 @@ def run_pair(args: argparse.Namespace) -> int:
         )
     )
     if not ctx.available("pods"):
-        raise _gather_error(ctx)
+        raise gather_error(ctx)
     src = ctx.pods_by_key.get((src_ns, src_name))
     if src is None:
         raise unknown_pod(source, src_ns, src_name, [p for p in ctx.pods if key_of(p)[0] == src_ns])
@@ -986,7 +845,7 @@ def run_pair(args: argparse.Namespace) -> int:
             walked = pair_ambient.walk(ctx, src, dst.pods, dst.service, service_port, port)
         else:
             walked = walk(ctx, src, dst, service_port, port, probe, request)
-        verdict, first, hint = _verdict(walked.steps)
+        verdict, first, hint = verdict_of(walked.steps)
         mtls = walked.mtls
         reason = "; ".join(walked.reasons) or None
         if verdict == "ok" and mtls is False and args.require_mtls:
@@ -1027,65 +886,3 @@ def run_pair(args: argparse.Namespace) -> int:
     return {"ok": EXIT_OK, "fail": EXIT_PROBLEM, "unknown": EXIT_GATHER, "depends": EXIT_DEPENDS}[str(data["verdict"])]
 
 
-def _gather_error(ctx: Context) -> Exception:
-    from ..errors import GatherError
-
-    return GatherError(ctx.unavailable.get("pods", "could not list pods"))
-
-
-def _evidence_line(evidence: dict[str, Any]) -> str:
-    """-o wide: a step's evidence on one line."""
-    parts = [
-        f"{key.replace('_', ' ')}: {', '.join(map(str, value)) if isinstance(value, list) else value}"
-        for key, value in evidence.items()
-        if value not in (None, [], {}, "") and not isinstance(value, dict)
-    ]
-    return "; ".join(parts)
-
-
-def table(data: dict[str, Any], style: Style, wide: bool = False) -> str:
-    marks = {True: style.ok("√"), False: style.error("×"), None: style.warn("?")}
-    lines = [f"PAIR   {data['source']} → {data['destination']}"]
-    for walk_ in data["ports"]:
-        lines.append("")
-        lines.append(style.bold(f"port {walk_['port']}"))
-        walked = [item["step"] for item in walk_["steps"]]
-        for index, item in enumerate(walk_["steps"], 1):
-            steps_ = tuple(walk_.get("plan") or STEPS)
-            number = steps_.index(item["step"]) + 1 if item["step"] in steps_ else index
-            lines.append(f"  {number}. {item['step']:<12} {marks[item['ok']]} {item['detail']}")
-            evidence = item.get("evidence") or {}
-            if evidence.get("outcome") == "depends":
-                lines += [f"     allowed when: {c}" for c in evidence.get("allowed_when") or []]
-                lines += [f"     denied when:  {c}" for c in evidence.get("denied_when") or []]
-            if item["ok"] is not True and item["hint"]:
-                lines.append(f"     fix: {item['hint']}")
-            if wide and _evidence_line(evidence):
-                lines.append(f"     evidence: {_evidence_line(evidence)}")
-        plan = tuple(walk_.get("plan") or STEPS)  # ambient walks have their own steps
-        last = max((plan.index(s) for s in walked if s in plan), default=-1)
-        unused = [s for s in plan[:last] if s not in walked]
-        if unused:
-            lines.append(f"     ({', '.join(unused)}: not part of a plaintext call)")
-        skipped = [s for s in plan[last + 1 :] if s != "probe"]
-        if walk_["verdict"] != "ok" and walk_["first_failure"] != "require-mtls" and skipped:
-            lines.append(f"     (not checked after the first broken link: {', '.join(skipped)})")
-        if walk_["mtls"] is False:
-            lines.append(style.warn(f"  ‼ plaintext, not mTLS: {walk_['plaintext_reason']}"))
-            if walk_["first_failure"] == "require-mtls" and walk_["hint"]:
-                lines.append(f"     fix: {walk_['hint']}")
-    for entry in data["incomplete"]:
-        lines.append(style.warn(f"incomplete: {entry['what']}: {entry['why']}"))
-    if data["verdict"] == "ok" and data["mtls"] is False:
-        verdict = style.warn("OK: this call works, in plaintext (no mTLS)")
-    elif data["first_failure"] == "require-mtls":
-        verdict = style.error("FAIL: the call works only in plaintext, and --require-mtls was given")
-    else:
-        verdict = {
-            "ok": style.ok("OK: this call works (mTLS)"),
-            "fail": style.error(f"FAIL at {data['first_failure']}"),
-            "unknown": style.warn(f"UNKNOWN at {data['first_failure']}: data missing"),
-            "depends": style.warn(f"DEPENDS at {data['first_failure']}: on the request (see the conditions above)"),
-        }[data["verdict"]]
-    lines += ["", f"verdict: {verdict}"]
-    return "\n".join(lines) + "\n"

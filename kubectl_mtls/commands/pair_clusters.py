@@ -22,8 +22,18 @@ from ..normalize import pod as podinfo
 from ..normalize.certs import parse_rfc3339, verify_chain
 from ..render import Style, emit
 from .contexts import Side
-from .pair import PairContext, _enforced_text, _gather_error, _matches_san, _protocol, _server, _verdict, step, table
 from .pair_authz import authz_step
+from .pair_steps import (
+    PairContext,
+    enforced_text,
+    gather_error,
+    matches_san,
+    protocol_of,
+    server_side,
+    step,
+    table,
+    verdict_of,
+)
 from .targets import unknown_pod
 
 KINDS = ("pods", "namespaces", "services", "peerauthentications", "authorizationpolicies", "configmaps", "proxies")
@@ -36,7 +46,7 @@ def _load(side: Side, args: argparse.Namespace, moment: Any) -> tuple[Context, d
     )
     ctx.load(KINDS)
     if not ctx.available("pods"):
-        raise _gather_error(ctx)
+        raise gather_error(ctx)
     pod = ctx.pods_by_key.get((side.namespace, side.pod))
     if pod is None:
         raise unknown_pod(
@@ -180,7 +190,7 @@ def walk(
             done(step("identity", None, f"whether {who} accepts trust domain {td} is unknown (mesh config not read)"))
             return steps, port, notes
     expected = cluster.get("expected_sans") or []
-    if expected and dst_id and not _matches_san(expected, dst_id):
+    if expected and dst_id and not matches_san(expected, dst_id):
         done(
             step(
                 "identity",
@@ -194,10 +204,10 @@ def walk(
     done(step("identity", True, f"trust domains line up ({src_td} ↔ {dst_td}); the server's SAN is expected"))
 
     # 4. what the server enforces on the target port takes mTLS
-    tport, enforced, policy = _server(dst_ctx, dst, service_port, port)
+    tport, enforced, policy = server_side(dst_ctx, dst, service_port, port)
     ok = automtls.accepts(enforced, "mtls")
     if ok is not True:
-        detail = f"{dst_ref} port {tport}: {_enforced_text(dst_ctx, dst, enforced)}, policy says {policy}"
+        detail = f"{dst_ref} port {tport}: {enforced_text(dst_ctx, dst, enforced)}, policy says {policy}"
         done(step("server-mode", ok, detail + (": it does not take mTLS" if ok is False else ""), None))
         return steps, port, notes
     done(step("server-mode", True, f"{dst_ref} takes mTLS on port {tport} (policy {policy})"))
@@ -230,7 +240,7 @@ def walk(
     principal = (src_id or "").removeprefix("spiffe://") or None
     done(
         authz_step(
-            dst_ctx, src, principal, [dst], service_port, port, _protocol(service_port), cluster.get("sni"), None
+            dst_ctx, src, principal, [dst], service_port, port, protocol_of(service_port), cluster.get("sni"), None
         )
     )
     return steps, port, notes
@@ -241,7 +251,7 @@ def run(args: argparse.Namespace, src_side: Side, dst_side: Side) -> int:
 
     moment = now()
     steps, port, notes = walk(args, src_side, dst_side, moment)
-    verdict, first, hint = _verdict(steps)
+    verdict, first, hint = verdict_of(steps)
     data: dict[str, Any] = {
         "verdict": verdict,
         "mtls": True if verdict == "ok" else None,

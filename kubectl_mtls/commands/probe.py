@@ -32,7 +32,7 @@ from ..errors import InputError, MtlsError, UsageError, one_line
 from ..normalize.logs import LogFinding, classify_proxy_log
 from ..sources import Source
 from ..sources.snapshot import SnapshotSource
-from .pair import Destination, _fqdn, step
+from .pair_steps import Destination, service_fqdn, step
 
 PROXY = "istio-proxy"
 DEFAULT_CONTAINER = "kubectl.kubernetes.io/default-container"
@@ -182,7 +182,7 @@ class Prober:
         if dst.service is None:
             return step("probe", None, f"{dst.label} has no Service to call")
         svc_ns, svc_name = key_of(dst.service)
-        url = f"http://{_fqdn(svc_ns, svc_name)}:{port}/"
+        url = f"http://{service_fqdn(svc_ns, svc_name)}:{port}/"
         container = app_container(src_pod)
         if container is None:
             return step(
