@@ -3,35 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 
 from ..istio import automtls, destinationrule
 from ..normalize import pod as podinfo
 from .base import Finding, check, finding
-from .context import Context, key_of, target_port
+from .context import Context, key_of
+from .traffic import ports_in_mode, service_fqdn
 
 AREA = "traffic rules"
-
-
-def _fqdn(svc: dict[str, Any]) -> str:
-    ns, name = key_of(svc)
-    return f"{name}.{ns}.svc.cluster.local"
-
-
-def disable_ports(ctx: Context, svc: dict[str, Any]) -> dict[int, list[str]]:
-    """Service port -> the sidecar pods behind it whose effective mode on the matching target port is
-    DISABLE (the workload-level mode, or a port-level exception)."""
-    out: dict[int, list[str]] = {}
-    # Gateways take what their Gateway servers say, not what a PeerAuthentication says.
-    pods = [p for p in ctx.pods_of(svc) if podinfo.has_envoy(p) and ctx.running(p) and not podinfo.is_gateway(p)]
-    for port in (svc.get("spec") or {}).get("ports") or []:
-        number = port.get("port")
-        if not isinstance(number, int):
-            continue
-        for pod in pods:
-            if ctx.effective(pod).mode_for(target_port(port, pod)) == "DISABLE":
-                out.setdefault(number, []).append("/".join(key_of(pod)))
-    return out
 
 
 @check(
@@ -65,7 +44,7 @@ def tls_to_plaintext_server(ctx: Context) -> Iterator[Finding]:
     clients = sorted({key_of(p)[0] for p in ctx.pods if podinfo.has_envoy(p)})
     by_service: dict[tuple[str, str], dict[int, list[str]]] = {}
     for svc in ctx.objects("services"):
-        ports = disable_ports(ctx, svc)
+        ports = ports_in_mode(ctx, svc, "DISABLE")
         if ports:
             by_service[key_of(svc)] = ports
     flagged: set[tuple[str, str]] = set()
@@ -75,7 +54,7 @@ def tls_to_plaintext_server(ctx: Context) -> Iterator[Finding]:
         if not disabled or not rules:
             continue
         svc_ns, svc_name = key_of(svc)
-        answers = ctx.destination_rules.for_service(_fqdn(svc), svc_ns)
+        answers = ctx.destination_rules.for_service(service_fqdn(svc), svc_ns)
         # Namespaces that share an answer would only repeat the findings of the first of them.
         for client_ns in answers.distinct(sorted(set(clients) | {svc_ns})):
             selected = answers.of(client_ns)

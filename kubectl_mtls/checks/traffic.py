@@ -14,22 +14,24 @@ AREA = "traffic rules"
 NOT_ISTIO_MTLS = ("DISABLE", "SIMPLE", "MUTUAL")
 
 
-def _fqdn(svc: dict[str, Any]) -> str:
+def service_fqdn(svc: dict[str, Any]) -> str:
     ns, name = key_of(svc)
     return f"{name}.{ns}.svc.cluster.local"
 
 
-def strict_ports(ctx: Context, svc: dict[str, Any]) -> dict[int, list[str]]:
-    """Service port -> the sidecar pods behind it that are STRICT on the matching target port."""
+def ports_in_mode(ctx: Context, svc: dict[str, Any], mode: str) -> dict[int, list[str]]:
+    """Service port -> the running sidecar pods behind it whose effective mode on the matching target port
+    is `mode` (the workload-level mode, or a port-level exception). Gateways are left out: they take
+    what their Gateway servers say, not what a PeerAuthentication says; pods that are not running take
+    no calls."""
     out: dict[int, list[str]] = {}
-    pods = [p for p in ctx.pods_of(svc) if podinfo.has_envoy(p) and not podinfo.is_gateway(p)]
+    pods = [p for p in ctx.pods_of(svc) if podinfo.has_envoy(p) and ctx.running(p) and not podinfo.is_gateway(p)]
     for port in (svc.get("spec") or {}).get("ports") or []:
         number = port.get("port")
         if not isinstance(number, int):
             continue
         for pod in pods:
-            target = target_port(port, pod)
-            if ctx.effective(pod).mode_for(target) == "STRICT":
+            if ctx.effective(pod).mode_for(target_port(port, pod)) == mode:
                 out.setdefault(number, []).append("/".join(key_of(pod)))
     return out
 
@@ -62,11 +64,11 @@ def destinationrule_tls_conflict(ctx: Context) -> Iterator[Finding]:
     clients = sorted({key_of(p)[0] for p in ctx.pods if podinfo.has_envoy(p)})
     seen: set[tuple[str, str, int, str, str]] = set()
     for svc in ctx.objects("services"):
-        ports = strict_ports(ctx, svc)
+        ports = ports_in_mode(ctx, svc, "STRICT")
         if not ports:
             continue
         svc_ns, svc_name = key_of(svc)
-        answers = rules.for_service(_fqdn(svc), svc_ns)
+        answers = rules.for_service(service_fqdn(svc), svc_ns)
         # Namespaces that share an answer would only repeat the findings of the first of them.
         for client_ns in answers.distinct(sorted(set(clients) | {svc_ns})):
             selected = answers.of(client_ns)
@@ -133,7 +135,7 @@ def outbound_plaintext_to_strict(ctx: Context) -> Iterator[Finding]:
                 continue
             key = key_of(svc)
             if key not in strict_cache:
-                strict_cache[key] = strict_ports(ctx, svc)
+                strict_cache[key] = ports_in_mode(ctx, svc, "STRICT")
             servers = strict_cache[key].get(cluster["port"])
             if not servers:
                 continue
