@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -28,13 +29,23 @@ def cli_argv() -> list[str]:
 
 
 def run_cli(
-    *args: str, env: dict[str, str] | None = None, timeout: float = 120, cwd: Path | None = None
+    *args: str,
+    env: dict[str, str] | None = None,
+    timeout: float = 120,
+    cwd: Path | None = None,
+    preexec_fn: Callable[[], None] | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """Run the CLI in a subprocess (real exit codes, real stdout/stderr); never hangs a test."""
     full_env = {**os.environ, "NO_COLOR": "1", **(env or {})}
     full_env.pop("KUBECTL_MTLS_DEBUG", None)
     return subprocess.run(
-        [*cli_argv(), *args], capture_output=True, text=True, env=full_env, timeout=timeout, cwd=cwd
+        [*cli_argv(), *args],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        timeout=timeout,
+        cwd=cwd,
+        preexec_fn=preexec_fn,
     )
 
 

@@ -5,12 +5,16 @@ outside the snapshot or a warning on stderr. Run through the installed CLI, as a
 from __future__ import annotations
 
 import base64
+import ctypes
 import datetime as dt
 import json
 import os
 import shutil
 import socket
+import subprocess
+import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -57,7 +61,11 @@ def _edit_items(snap: Path, plural: str, edit) -> None:  # type: ignore[no-untyp
 )
 @pytest.mark.parametrize("command", [["check", "-A"], ["check", "pair", FRONTEND, ORDERS, "-n", "shop"]])
 def test_wrong_shape_is_one_line_naming_object_and_field(
-    snap: Path, plural: str, edit, named: str, command: list[str]  # type: ignore[no-untyped-def]
+    snap: Path,
+    plural: str,
+    edit,
+    named: str,
+    command: list[str],  # type: ignore[no-untyped-def]
 ) -> None:
     _edit_items(snap, plural, edit)
     proc = run_cli(*command, "--snapshot", str(snap))
@@ -151,10 +159,42 @@ def test_file_over_the_size_limit_is_refused_unread(snap: Path) -> None:
     assert "larger than the 256 MiB limit for snapshot files" in proc.stderr
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their mode")
+_PR_CAPBSET_DROP = 24
+_CAP_DAC_OVERRIDE, _CAP_DAC_READ_SEARCH = 1, 2
+
+
+def _as_a_user_would_read() -> None:
+    """Run in the child before exec: drop the two capabilities that let root read any file. Root's
+    capabilities are recomputed from the bounding set at exec, so the CLI then meets the file's mode."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    for cap in (_CAP_DAC_OVERRIDE, _CAP_DAC_READ_SEARCH):
+        if libc.prctl(_PR_CAPBSET_DROP, cap, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP)")
+
+
+def _mode_applies(path: Path) -> Callable[[], None] | None:
+    """How to run a command that a mode-0 file stops, as root too (CI runs as root); skip if impossible."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        probe = subprocess.run(
+            [sys.executable, "-c", f"open({str(path)!r}).read()"],
+            capture_output=True,
+            preexec_fn=_as_a_user_would_read,
+            timeout=60,
+        )
+    except subprocess.SubprocessError:
+        pytest.skip("running as root and cannot drop CAP_DAC_OVERRIDE (no CAP_SETPCAP): the file's mode is moot")
+    if b"PermissionError" not in probe.stderr:
+        pytest.skip("running as root and the file's mode does not stop reads even without CAP_DAC_OVERRIDE")
+    return _as_a_user_would_read
+
+
 def test_unreadable_file_is_one_line(snap: Path) -> None:
     (snap / "kubernetes" / "services.json").chmod(0)
-    proc = run_cli("check", "-A", "--snapshot", str(snap))
+    proc = run_cli(
+        "check", "-A", "--snapshot", str(snap), preexec_fn=_mode_applies(snap / "kubernetes" / "services.json")
+    )
     assert proc.returncode == 2
     assert_one_line_error(proc)
     assert "services.json: Permission denied" in proc.stderr
