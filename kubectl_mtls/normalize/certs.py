@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
-import re
+import functools
 import threading
 import warnings
 from collections.abc import Iterator
@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from cryptography import x509
 
 PEM_BEGIN = b"-----BEGIN CERTIFICATE-----"
-_PEM_BLOCK = re.compile(rb"-----BEGIN CERTIFICATE-----.*?-----END CERTIFICATE-----", re.S)
+PEM_END = b"-----END CERTIFICATE-----"
 # cryptography warns (on stderr) about certificates it reads but disapproves of (a negative serial);
 # those warnings become notes of the certificate. Capturing warnings swaps process-wide state, so
 # certificate parsing in concurrent gathers takes turns.
@@ -34,15 +34,28 @@ class CertError(ValueError):
 
 
 @contextlib.contextmanager
-def warnings_as_notes(notes: list[str]) -> Iterator[None]:
-    """Warnings raised inside (cryptography's) appended to `notes` instead of printed on stderr."""
+def _recording() -> Iterator[list[warnings.WarningMessage]]:
+    """Every warning raised inside, recorded instead of printed."""
     with _WARNINGS_LOCK, warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        yield
+        yield caught
+
+
+def _as_notes(caught: list[warnings.WarningMessage], notes: list[str]) -> list[str]:
+    """Each warning's first sentence appended to `notes`, once."""
     for warning in caught:
         text = str(warning.message).split(". ")[0].rstrip(".")
         if text not in notes:
             notes.append(text)
+    return notes
+
+
+@contextlib.contextmanager
+def warnings_as_notes(notes: list[str]) -> Iterator[None]:
+    """Warnings raised inside (cryptography's) appended to `notes` instead of printed on stderr."""
+    with _recording() as caught:
+        yield
+    _as_notes(caught, notes)
 
 
 def rfc3339(moment: datetime) -> str:
@@ -70,6 +83,23 @@ def decode_inline(value: Any) -> bytes:
     return string.encode() if isinstance(string, str) else b""
 
 
+def pem_blocks(data: bytes) -> list[bytes]:
+    """Each BEGIN..END block, in order: from a BEGIN line to the first END after it (a BEGIN without
+    an END ends the search). Plain `find`s: a lazy regex over the whole bundle costs several times more."""
+    blocks = []
+    start = 0
+    while True:
+        begin = data.find(PEM_BEGIN, start)
+        if begin < 0:
+            break
+        end = data.find(PEM_END, begin + len(PEM_BEGIN))
+        if end < 0:
+            break
+        start = end + len(PEM_END)
+        blocks.append(data[begin:start])
+    return blocks
+
+
 def load_pem_bundle(data: bytes, notes: list[str] | None = None) -> list[x509.Certificate]:
     """Every certificate in a PEM bundle, in order. Garbage between blocks is ignored, as Envoy does.
     A damaged block is never dropped silently: it is a CertError, or with `notes` a note naming the
@@ -78,7 +108,7 @@ def load_pem_bundle(data: bytes, notes: list[str] | None = None) -> list[x509.Ce
 
     if PEM_BEGIN not in data:
         raise CertError("no PEM certificate found")
-    blocks = _PEM_BLOCK.findall(data)
+    blocks = pem_blocks(data)
     total = data.count(PEM_BEGIN)
     damaged: list[str] = []
     if len(blocks) < total:
@@ -99,7 +129,23 @@ def load_pem_bundle(data: bytes, notes: list[str] | None = None) -> list[x509.Ce
 
 
 _BUNDLES: dict[tuple[bytes, str | None], list[ParsedCert]] = {}
+# One described certificate per PEM block text: the root copy that ends every workload chain is
+# then neither parsed nor described again, pod after pod.
+_BLOCKS: dict[tuple[bytes, str | None], ParsedCert] = {}
 _BUNDLE_CACHE_SIZE = 1024
+
+
+def _remember(cache: dict[Any, Any], key: Any, value: Any) -> None:
+    """Bounded: a mesh scan of unique workload certificates refills the cache, never grows it."""
+    if len(cache) >= _BUNDLE_CACHE_SIZE:
+        cache.clear()
+    cache[key] = value
+
+
+def _copy(parsed: ParsedCert) -> ParsedCert:
+    # Callers annotate the info dicts (chain_verified) and the notes: hand out copies.
+    sans = {k: list(v) for k, v in parsed.info["sans"].items()}
+    return ParsedCert(info={**parsed.info, "sans": sans}, cert=parsed.cert, notes=list(parsed.notes))
 
 
 def parse_bundle(data: bytes, trust_domain: str | None = None) -> list[ParsedCert]:
@@ -108,20 +154,48 @@ def parse_bundle(data: bytes, trust_domain: str | None = None) -> list[ParsedCer
     key = (data, trust_domain)
     cached = _BUNDLES.get(key)
     if cached is None:
-        notes: list[str] = []
-        cached = [describe(c, trust_domain) for c in load_pem_bundle(data, notes)]
-        if cached and notes:  # damaged blocks: told with the first certificate of the bundle
-            cached[0].notes[:0] = notes
-        if len(_BUNDLES) >= _BUNDLE_CACHE_SIZE:
-            _BUNDLES.clear()
-        _BUNDLES[key] = cached
-    # Callers annotate the info dicts (chain_verified): hand out copies.
-    return [
-        ParsedCert(
-            info={**p.info, "sans": {k: list(v) for k, v in p.info["sans"].items()}}, cert=p.cert, notes=list(p.notes)
-        )
-        for p in cached
-    ]
+        cached = _parse_clean_bundle(data, trust_domain)
+        if cached is None:
+            notes: list[str] = []
+            cached = [describe(c, trust_domain) for c in load_pem_bundle(data, notes)]
+            if cached and notes:  # damaged blocks: told with the first certificate of the bundle
+                cached[0].notes[:0] = notes
+        _remember(_BUNDLES, key, cached)
+    return [_copy(p) for p in cached]
+
+
+def _parse_clean_bundle(data: bytes, trust_domain: str | None) -> list[ParsedCert] | None:
+    """`parse_bundle` of a bundle whose every block loads without a word from cryptography (what
+    sidecars carry), block by block through `_BLOCKS`; a new block is loaded and described under one
+    warnings capture. None (read it with `load_pem_bundle`, which says what is wrong) when a block is
+    truncated or damaged, or warns while loading: those warnings are notes of the bundle, not of a block."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+
+    blocks = pem_blocks(data)
+    if not blocks or len(blocks) != data.count(PEM_BEGIN):
+        return None
+    out = []
+    for block in blocks:
+        key = (block, trust_domain)
+        parsed = _BLOCKS.get(key)
+        if parsed is None:
+            with _recording() as caught:
+                try:
+                    cert = x509.load_pem_x509_certificate(block)
+                except ValueError:
+                    return None
+                if caught:
+                    return None
+                digest = cert.fingerprint(hashes.SHA256())
+                described = _DESCRIBED.get((digest, trust_domain))
+                if described is None:  # what warns from here on is about this certificate
+                    info = _info(cert, digest)
+                    described = _described((digest, trust_domain), info, _as_notes(caught, []), trust_domain)
+            parsed = ParsedCert(info=described[0], cert=cert, notes=described[1])
+            _remember(_BLOCKS, key, parsed)
+        out.append(parsed)
+    return out
 
 
 def fingerprint(cert: x509.Certificate) -> str:
@@ -133,30 +207,34 @@ def fingerprint(cert: x509.Certificate) -> str:
 _DESCRIBED: dict[tuple[bytes, str | None], tuple[dict[str, Any], list[str]]] = {}
 
 
+def _described(
+    key: tuple[bytes, str | None], info: dict[str, Any], notes: list[str], trust_domain: str | None
+) -> tuple[dict[str, Any], list[str]]:
+    if trust_domain is not None:
+        info["trust_domain"] = trust_domain
+    _remember(_DESCRIBED, key, (info, notes))
+    return info, notes
+
+
 def describe(cert: x509.Certificate, trust_domain: str | None = None) -> ParsedCert:
     """The model dict of one certificate. Cached by content: the root (and intermediates) that close
     every sidecar's workload chain are described once per run, not once per pod."""
     from cryptography.hazmat.primitives import hashes
 
-    key = (cert.fingerprint(hashes.SHA256()), trust_domain)
+    digest = cert.fingerprint(hashes.SHA256())
+    key = (digest, trust_domain)
     cached = _DESCRIBED.get(key)
     if cached is None:
         notes: list[str] = []
         with warnings_as_notes(notes):
-            info = _info(cert)
-        if trust_domain is not None:
-            info["trust_domain"] = trust_domain
-        cached = (info, notes)
-        if len(_DESCRIBED) >= _BUNDLE_CACHE_SIZE:
-            _DESCRIBED.clear()
-        _DESCRIBED[key] = cached
+            info = _info(cert, digest)
+        cached = _described(key, info, notes, trust_domain)
     info, notes = cached
-    # Callers annotate the info dicts (chain_verified) and the notes: hand out copies.
-    sans = {k: list(v) for k, v in info["sans"].items()}
-    return ParsedCert(info={**info, "sans": sans}, cert=cert, notes=list(notes))
+    return _copy(ParsedCert(info=info, cert=cert, notes=notes))
 
 
-def _info(cert: x509.Certificate) -> dict[str, Any]:
+def _info(cert: x509.Certificate, digest: bytes | None = None) -> dict[str, Any]:
+    """`digest`: the certificate's SHA-256, when the caller has it already."""
     from cryptography import x509
     from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
@@ -164,8 +242,11 @@ def _info(cert: x509.Certificate) -> dict[str, Any]:
     dns: list[str] = []
     try:
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-        uris = [str(u) for u in san.get_values_for_type(x509.UniformResourceIdentifier)]
-        dns = [str(d) for d in san.get_values_for_type(x509.DNSName)]
+        for name in san:  # one pass for both kinds, each in its order
+            if isinstance(name, x509.UniformResourceIdentifier):
+                uris.append(str(name.value))
+            elif isinstance(name, x509.DNSName):
+                dns.append(str(name.value))
     except x509.ExtensionNotFound:
         pass
     except ValueError:  # a malformed extension must not hide the rest of the certificate
@@ -187,7 +268,7 @@ def _info(cert: x509.Certificate) -> dict[str, Any]:
         "serial": serial_text(cert.serial_number),
         "not_before": rfc3339(cert.not_valid_before_utc),
         "not_after": rfc3339(cert.not_valid_after_utc),
-        "fingerprint_sha256": fingerprint(cert),
+        "fingerprint_sha256": fingerprint(cert) if digest is None else digest.hex(":").upper(),
         "is_ca": is_ca,
         "self_signed": cert.subject == cert.issuer,
         "key": key_desc,
@@ -246,6 +327,7 @@ def _ca_key_usage(_policy: Any, _cert: x509.Certificate, usage: x509.KeyUsage | 
         raise ValueError("keyUsage of an issuing CA lacks keyCertSign")
 
 
+@functools.cache
 def _envoy_policies() -> tuple[Any, Any]:
     """(CA policy, leaf policy): extensions may be absent; AKI/SKI, when present, must not be critical
     (BoringSSL does not process them, so a critical one is an unhandled critical extension)."""
@@ -260,6 +342,33 @@ def _envoy_policies() -> tuple[Any, Any]:
     ca = relaxed(ExtensionPolicy.permit_all()).require_present(x509.BasicConstraints, Criticality.AGNOSTIC, None)
     ca = ca.may_be_present(x509.KeyUsage, Criticality.AGNOSTIC, _ca_key_usage)
     return ca, relaxed(ExtensionPolicy.permit_all())
+
+
+# Verifiers by (root, moment): a mesh scan verifies every pod against the same root at the same
+# moment, and a verifier is immutable. Bounded like the parse caches.
+_VERIFIERS: dict[tuple[x509.Certificate, datetime], Any] = {}
+_VERIFIER_CACHE_SIZE = 64
+
+
+def _verifier(root: x509.Certificate, moment: datetime) -> Any:
+    """A client verifier trusting only `root`, at `moment`, with Envoy's extension rules."""
+    from cryptography.x509 import verification
+
+    key = (root, moment)
+    verifier = _VERIFIERS.get(key)
+    if verifier is None:
+        ca_policy, ee_policy = _envoy_policies()
+        verifier = (
+            verification.PolicyBuilder()
+            .store(verification.Store([root]))
+            .time(moment)
+            .extension_policies(ca_policy=ca_policy, ee_policy=ee_policy)
+            .build_client_verifier()
+        )
+        if len(_VERIFIERS) >= _VERIFIER_CACHE_SIZE:
+            _VERIFIERS.clear()
+        _VERIFIERS[key] = verifier
+    return verifier
 
 
 def _moment(certs: list[x509.Certificate], now: datetime) -> datetime | None:
@@ -404,7 +513,6 @@ def verify_chain(
     leaf, *rest = chain
     # A root copy at the end of the chain is no intermediate; leaving it out keeps its dates out of the way.
     intermediates = [c for c in rest if c.subject != c.issuer]
-    ca_policy, ee_policy = _envoy_policies()
     errors: list[tuple[int, bool | None, str]] = []
     for root in roots:
         moment = _moment([leaf, *intermediates, root], now)
@@ -416,14 +524,7 @@ def verify_chain(
             errors.append((0 if leaf.issuer == root.subject else 1, False, why or ""))
             continue
         try:
-            verifier = (
-                verification.PolicyBuilder()
-                .store(verification.Store([root]))
-                .time(moment)
-                .extension_policies(ca_policy=ca_policy, ee_policy=ee_policy)
-                .build_client_verifier()
-            )
-            path = verifier.verify(leaf, intermediates).chain
+            path = _verifier(root, moment).verify(leaf, intermediates).chain
             # (a leaf that is itself the trusted root makes a path of one: nothing to choose)
             doubt = _ambiguous(path[-2], root, roots) if len(path) > 1 else None
             return (None, f"not judged: {doubt}") if doubt else (True, None)

@@ -1,0 +1,223 @@
+"""The fast paths of certificate reading and chain verification answer exactly as the slow paths.
+
+`parse_bundle` reads a bundle whose every block loads cleanly block by block, through a cache of
+described blocks; anything else (damaged, truncated, a block cryptography warns about) goes through
+`load_pem_bundle` as before. `verify_chain` reuses a verifier per (root, moment). Each test builds
+inputs that take each path and compares with the slow path, or with a cold cache.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import random
+import re
+import warnings
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import rsa
+from harness.oddcerts import odd_certificate
+from harness.pki import concat_pem, make_intermediate, make_root, make_workload
+from test_trust_envoy import NOW, ROOT_NAME, Case, Spec, cases, leaf, make
+
+from kubectl_mtls.model import ParsedCert
+from kubectl_mtls.normalize import certs
+
+# What `load_pem_bundle` cut bundles with before `pem_blocks`.
+OLD_PEM_BLOCK = re.compile(rb"-----BEGIN CERTIFICATE-----.*?-----END CERTIFICATE-----", re.S)
+
+
+def _clear() -> None:
+    for cache in (certs._BUNDLES, certs._BLOCKS, certs._DESCRIBED, certs._VERIFIERS):
+        cache.clear()
+
+
+@pytest.fixture(autouse=True)
+def cold_caches() -> Iterator[None]:
+    _clear()
+    yield
+    _clear()
+
+
+def slow_parse(data: bytes, trust_domain: str | None = None) -> list[ParsedCert]:
+    """`parse_bundle` as it was before the block cache: the whole bundle through `load_pem_bundle`."""
+    notes: list[str] = []
+    out = [certs.describe(c, trust_domain) for c in certs.load_pem_bundle(data, notes)]
+    if out and notes:
+        out[0].notes[:0] = notes
+    return out
+
+
+def seen(parsed: list[ParsedCert]) -> list[tuple[dict[str, Any], list[str], bytes]]:
+    from cryptography.hazmat.primitives import serialization
+
+    return [(p.info, p.notes, p.cert.public_bytes(serialization.Encoding.DER)) for p in parsed]
+
+
+def outcome(read: Any, data: bytes, trust_domain: str | None = None) -> Any:
+    try:
+        return seen(read(data, trust_domain))
+    except certs.CertError as exc:
+        return f"CertError: {exc}"
+
+
+# -- cutting bundles into blocks ----------------------------------------------------------------
+
+
+def test_pem_blocks_cut_as_the_regex_did() -> None:
+    begin, end = certs.PEM_BEGIN, certs.PEM_END
+    crafted = [
+        b"",
+        b"garbage",
+        begin,
+        end,
+        begin + b"\nAAAA\n" + end,
+        b"x" + begin + b"A" + end + b"\n\n" + begin + b"B" + end + b"tail",
+        begin + b"A" + begin + b"B" + end,  # a BEGIN inside a block: one block, up to the first END
+        begin + b"A" + end + begin + b"truncated",
+        begin + end,
+        begin[:-5] + end,  # BEGIN's last dashes cannot start an END
+        begin + b"END CERTIFICATE-----" + end,
+        end + begin + b"A" + end + end,
+    ]
+    pieces = [begin, end, b"-----", b"\n", b"A", b"-----BEGIN", b"CERTIFICATE-----", b"END CERTIFICATE"]
+    rng = random.Random(1)
+    generated = [b"".join(rng.choice(pieces) for _ in range(rng.randrange(1, 14))) for _ in range(3000)]
+    for data in crafted + generated:
+        assert certs.pem_blocks(data) == OLD_PEM_BLOCK.findall(data), data
+
+
+# -- parse_bundle: the block path and the whole-bundle path -------------------------------------
+
+
+def _bundles() -> dict[str, tuple[bytes, bool]]:
+    """name -> (bundle, whether the block path reads it)."""
+    root = make_root()
+    inter = make_intermediate(root)
+    work = make_workload(inter, "shop", "cart", chain=[inter, root])
+    other = make_workload(root, "shop", "web", chain=[root])
+    negative, _ = odd_certificate(serial=-0x1234, common_name="negative")
+    zero, _ = odd_certificate(serial=0, common_name="zero")
+    year1, _ = odd_certificate(not_before=dt.datetime(1, 1, 1, tzinfo=dt.UTC), common_name="year1")
+    lines = root.leaf_pem.decode().splitlines()
+    lines[3] = lines[3][:10] + "!!!!" + lines[3][14:]
+    damaged = ("\n".join(lines) + "\n").encode()
+    return {
+        "workload chain with intermediate and root": (work.cert_pem, True),
+        "another workload under the same root": (other.cert_pem, True),
+        "roots with garbage between them": (b"# roots\n" + concat_pem(root, b"junk\n", inter) + b"tail", True),
+        "a year-1 certificate": (year1, True),
+        "a negative serial": (negative, False),
+        "a zero serial among good ones": (concat_pem(root, zero, inter), False),
+        "a damaged block among good ones": (concat_pem(inter, damaged, root), False),
+        "a truncated last block": (concat_pem(root) + certs.PEM_BEGIN + b"\nMIIB", False),
+        "only a damaged block": (damaged, False),
+        "no PEM at all": (b"not a certificate", False),
+    }
+
+
+@pytest.mark.parametrize("trust_domain", [None, "example.org"])
+def test_parse_bundle_answers_as_the_whole_bundle_path(trust_domain: str | None) -> None:
+    bundles = _bundles()
+    for name, (data, fast) in bundles.items():
+        assert (certs._parse_clean_bundle(data, trust_domain) is not None) == fast, name
+        _clear()
+        expected = outcome(slow_parse, data, trust_domain)
+        _clear()
+        assert outcome(certs.parse_bundle, data, trust_domain) == expected, name
+        # warm: every block already known
+        assert outcome(certs.parse_bundle, data, trust_domain) == expected, name
+        certs._BUNDLES.clear()
+        assert outcome(certs.parse_bundle, data, trust_domain) == expected, name
+    # all of them through the same caches, in another order
+    _clear()
+    expected = {name: outcome(slow_parse, data, trust_domain) for name, (data, _) in bundles.items()}
+    _clear()
+    for name in reversed(bundles):
+        assert outcome(certs.parse_bundle, bundles[name][0], trust_domain) == expected[name], name
+
+
+def test_the_root_copy_of_each_chain_is_read_once() -> None:
+    root = make_root()
+    first = certs.parse_bundle(make_workload(root, "shop", "a", chain=[root]).cert_pem)
+    second = certs.parse_bundle(make_workload(root, "shop", "b", chain=[root]).cert_pem)
+    assert first[1].cert is second[1].cert  # the same parsed root, not parsed again
+    assert first[0].cert is not second[0].cert
+    # what callers get is theirs to annotate
+    first[1].info["chain_verified"] = True
+    first[1].info["sans"]["uri"].append("spiffe://x")
+    first[1].notes.append("mine")
+    again = certs.parse_bundle(make_workload(root, "shop", "c", chain=[root]).cert_pem)[1]
+    assert again.info["chain_verified"] is None and again.info["sans"]["uri"] == [] and again.notes == []
+
+
+def test_a_warning_while_describing_is_a_note_of_that_certificate_on_both_paths(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    root = make_root()
+    data = make_workload(root, "shop", "cart", chain=[root]).cert_pem
+    real = certs._info
+
+    def warning_info(cert: x509.Certificate, digest: bytes | None = None) -> dict[str, Any]:
+        if not cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca:
+            warnings.warn("Odd leaf. More words", UserWarning, stacklevel=1)
+            warnings.warn("Odd leaf. Said twice", UserWarning, stacklevel=1)
+        return real(cert, digest)
+
+    monkeypatch.setattr(certs, "_info", warning_info)
+    expected = seen(slow_parse(data))
+    assert expected[0][1] == ["Odd leaf"] and expected[1][1] == []
+    _clear()
+    assert certs._parse_clean_bundle(data, None) is not None
+    _clear()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing may reach stderr
+        assert seen(certs.parse_bundle(data)) == expected
+
+
+def test_caches_stay_bounded() -> None:
+    root = make_root()
+    for index in range(certs._BUNDLE_CACHE_SIZE + 5):
+        certs.parse_bundle(make_workload(root, "shop", f"sa{index}", chain=[root]).cert_pem)
+        assert len(certs._BUNDLES) <= certs._BUNDLE_CACHE_SIZE
+        assert len(certs._BLOCKS) <= certs._BUNDLE_CACHE_SIZE
+        assert len(certs._DESCRIBED) <= certs._BUNDLE_CACHE_SIZE
+
+
+def test_inline_bytes_of_a_bundle_read_the_same_on_both_paths() -> None:
+    root = make_root()
+    data = make_workload(root, "shop", "cart", chain=[root]).cert_pem
+    decoded = certs.decode_inline({"inline_bytes": base64.b64encode(data).decode()})
+    assert seen(certs.parse_bundle(decoded)) == seen(slow_parse(data))
+
+
+# -- verify_chain: a verifier per (root, moment) ------------------------------------------------
+
+
+def _verdict(case: Case, now: dt.datetime) -> tuple[bool | None, str | None]:
+    return certs.verify_chain([c.cert for c in case.chain], [r.cert for r in case.roots], now)
+
+
+@pytest.mark.parametrize("key_type", ["ec", "rsa"])
+def test_verify_chain_with_warm_verifiers_answers_as_with_cold(key_type: str) -> None:
+    all_cases = cases(key_type)
+    weak_key = rsa.generate_private_key(65537, 1024)
+    weak_root = make(Spec(ca=True, key_usage="ca"), ROOT_NAME, None, "rsa", key=weak_key)
+    all_cases["root with a key the Web PKI calls too weak"] = Case([leaf(weak_root, key_type)], [weak_root])
+    moments = [NOW, NOW + dt.timedelta(days=2), NOW - dt.timedelta(days=200)]
+    cold: dict[tuple[str, dt.datetime], tuple[bool | None, str | None]] = {}
+    for name, case in all_cases.items():
+        for now in moments:
+            certs._VERIFIERS.clear()
+            cold[name, now] = _verdict(case, now)
+    assert cold["root with a key the Web PKI calls too weak", NOW][0] is None  # "cannot tell" stays
+    assert any(verdict[0] is False for verdict in cold.values())
+    certs._VERIFIERS.clear()
+    order = [(name, now) for name in all_cases for now in moments]
+    random.Random(2).shuffle(order)
+    for name, now in order + order:
+        assert _verdict(all_cases[name], now) == cold[name, now], (name, now)
+    assert 0 < len(certs._VERIFIERS) <= certs._VERIFIER_CACHE_SIZE
