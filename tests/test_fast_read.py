@@ -1,0 +1,197 @@
+"""The fast paths of reading a sidecar dump answer exactly as the slow ones: every input here is made to
+take one path or the other, and both are compared with the plain full parse."""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import json
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from conftest import REPO
+
+from kubectl_mtls.normalize import dump
+from kubectl_mtls.normalize.proxy import build
+
+EXAMPLE = REPO / "examples" / "rotation" / "proxies" / "shop"
+NOW = dt.datetime(2027, 1, 1, tzinfo=dt.UTC)
+
+
+@pytest.fixture(autouse=True)
+def no_catalogues(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test starts with no catalogue remembered, whatever ran before it."""
+    monkeypatch.setattr(dump, "_catalogues", ())
+
+
+def example() -> dict[str, Any]:
+    loaded: dict[str, Any] = orjson.loads(next(EXAMPLE.glob("frontend-*.json")).read_bytes())
+    return loaded
+
+
+def pretty(doc: Any) -> bytes:
+    """Envoy's own layout (one space per level, `": "`), which the fast path expects."""
+    return json.dumps(doc, indent=1, ensure_ascii=False).encode() + b"\n\n"
+
+
+def node_of(doc: dict[str, Any]) -> dict[str, Any]:
+    node: dict[str, Any] = doc["configs"][0]["bootstrap"]["node"]
+    return node
+
+
+def with_catalogue(extensions: list[Any] | None, **node_fields: Any) -> dict[str, Any]:
+    doc = example()
+    node = node_of(doc)
+    if extensions is None:
+        node.pop("extensions", None)
+    else:
+        node["extensions"] = extensions
+    node.update(node_fields)
+    return doc
+
+
+def catalogue(build_tag: str, count: int = 40) -> list[dict[str, Any]]:
+    return [
+        {"name": f"envoy.{build_tag}.ext{i}", "category": "envoy.filters", "type_urls": [f"type.{build_tag}.{i}"]}
+        for i in range(count)
+    ]
+
+
+def model(raw: bytes) -> Any:
+    return build("shop", "pod", None, dump.split([("test", raw)]), NOW).model
+
+
+def fast_node(raw: bytes) -> Any:
+    out = dump.Sections()
+    assert dump._split_pretty(out, raw) is True
+    assert out.bootstrap is not None
+    return out.bootstrap["node"]
+
+
+def expected_node(doc: dict[str, Any]) -> dict[str, Any]:
+    """The full parse's node, with the catalogue the model never reads emptied."""
+    node = copy.deepcopy(node_of(doc))
+    if "extensions" in node:
+        node["extensions"] = []
+    return node
+
+
+def bootstrap_span(raw: bytes) -> tuple[int, int]:
+    marks = dump._section_marks(raw)
+    assert marks[0][1] == b"BootstrapConfigDump"
+    return marks[0][0] + 1, marks[1][0]
+
+
+# -- the node's extension catalogue -------------------------------------------------------------------
+def test_a_catalogue_is_scanned_once_then_recognised_with_the_same_answer() -> None:
+    doc = with_catalogue(catalogue("a"))
+    raw = pretty(doc)
+    first = fast_node(raw)  # scanned: nothing remembered yet
+    assert len(dump._catalogues) == 1
+    second = fast_node(raw)  # recognised
+    assert first == second == expected_node(doc)
+    assert model(raw) == model(orjson.dumps(doc))
+
+
+def test_another_pod_with_the_same_build_is_recognised() -> None:
+    """Only the catalogue is shared: the node's own fields around it come from each dump."""
+    one = with_catalogue(catalogue("a"), id="sidecar~10.0.0.1~one.shop~shop.svc.cluster.local")
+    two = with_catalogue(catalogue("a"), id="router~10.0.0.2~two.shop~shop.svc.cluster.local", cluster="gw")
+    assert fast_node(pretty(one)) == expected_node(one)
+    remembered = dump._catalogues
+    assert fast_node(pretty(two)) == expected_node(two)
+    assert dump._catalogues is remembered  # a hit remembers nothing new
+    assert model(pretty(two)) == model(orjson.dumps(two))
+
+
+@pytest.mark.parametrize(
+    "other",
+    [
+        catalogue("b"),  # another build
+        catalogue("a", 41),  # the remembered one plus more: it starts the same
+        catalogue("a", 39),  # shorter: the remembered one runs past its end
+        [],  # empty, printed `[]` on the key's line: not the catalogue's shape at all
+    ],
+    ids=["other-build", "longer", "shorter", "empty"],
+)
+def test_a_different_catalogue_is_scanned_not_mistaken(other: list[Any]) -> None:
+    fast_node(pretty(with_catalogue(catalogue("a"))))
+    doc = with_catalogue(other)
+    assert fast_node(pretty(doc)) == expected_node(doc)
+    assert model(pretty(doc)) == model(orjson.dumps(doc))
+
+
+def test_only_a_few_catalogues_are_kept() -> None:
+    for tag in "abcdefg":
+        fast_node(pretty(with_catalogue(catalogue(tag))))
+    assert len(dump._catalogues) == dump._CATALOGUES_KEPT
+    assert dump._catalogues[0].count(b"envoy.g.ext0") == 1  # the most recent first
+
+
+def test_a_node_without_a_catalogue() -> None:
+    doc = with_catalogue(None)
+    assert fast_node(pretty(doc)) == expected_node(doc)
+    assert dump._catalogues == ()
+
+
+def test_a_catalogue_outside_the_node_is_left_alone() -> None:
+    """`extensions` one level up (the node ended before it) is not the node's."""
+    doc = with_catalogue(None)
+    bootstrap = doc["configs"][0]["bootstrap"]
+    doc["configs"][0]["bootstrap"] = {"node": bootstrap["node"], "x": {"extensions": catalogue("a")}}
+    assert fast_node(pretty(doc)) == expected_node(doc)
+
+
+def _hostile(raw: bytes, find: bytes, replace: bytes) -> bytes:
+    assert raw.count(find) >= 1
+    changed = raw.replace(find, replace, 1)
+    orjson.loads(changed)  # still valid JSON, only not in Envoy's layout
+    return changed
+
+
+@pytest.mark.parametrize("remembered", [False, True], ids=["scanned", "after-a-remembered-one"])
+def test_a_node_end_inside_the_catalogue_takes_the_full_parse_of_the_bootstrap(remembered: bool) -> None:
+    doc = with_catalogue(catalogue("a"))
+    if remembered:
+        fast_node(pretty(doc))
+    raw = _hostile(pretty(doc), b'"type.a.3"\n       ]\n      }', b'"type.a.3"\n       ]\n    }')
+    start, stop = bootstrap_span(raw)
+    assert dump._add_bootstrap_node(dump.Sections(), raw, start, stop) is False
+    out = dump.Sections()
+    assert dump._split_pretty(out, raw) is True  # the bootstrap section alone is parsed whole
+    assert out.bootstrap is not None and out.bootstrap["node"] == node_of(doc)
+    assert model(raw) == model(orjson.dumps(doc))
+
+
+@pytest.mark.parametrize("remembered", [False, True], ids=["scanned", "after-a-remembered-one"])
+def test_a_list_end_inside_the_catalogue_takes_the_full_parse(remembered: bool) -> None:
+    doc = with_catalogue(catalogue("a"))
+    if remembered:
+        fast_node(pretty(doc))
+    raw = _hostile(pretty(doc), b'"type.a.3"\n       ]', b'"type.a.3"\n     ]')
+    start, stop = bootstrap_span(raw)
+    with pytest.raises(orjson.JSONDecodeError):  # cut at the wrong `]`: what is left is not JSON
+        dump._add_bootstrap_node(dump.Sections(), raw, start, stop)
+    assert dump._split_pretty(dump.Sections(), raw) is False
+    assert model(raw) == model(orjson.dumps(doc))
+
+
+def test_a_node_that_never_ends_takes_the_full_parse() -> None:
+    raw = pretty(with_catalogue(catalogue("a")))
+    start, stop = bootstrap_span(raw)
+    cut = raw.find(b"\n    }", raw.find(b'"extensions"'))
+    assert dump._add_bootstrap_node(dump.Sections(), raw, start, cut) is False
+    assert dump._add_bootstrap_node(dump.Sections(), raw, start, cut + 3) is False  # catalogue remembered now
+    assert dump._add_bootstrap_node(dump.Sections(), raw, start, stop) is True
+
+
+@pytest.mark.parametrize("path", sorted(EXAMPLE.glob("*.json")), ids=lambda p: p.name)
+def test_real_dumps_scanned_and_recognised(path: Path) -> None:
+    raw = path.read_bytes()
+    doc = orjson.loads(raw)
+    assert fast_node(raw) == expected_node(doc)
+    assert fast_node(raw) == expected_node(doc)
+    assert len(dump._catalogues) == 1
+    assert model(raw) == model(orjson.dumps(doc))
