@@ -8,6 +8,11 @@ import re
 
 _PEM_KEY = re.compile(rb"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----")
 _BASE64_RUN = re.compile(rb"[A-Za-z0-9+/_-]{60,}={0,2}")
+# The run's alphabet as one byte and everything else as another: a run of 60 is then found by a plain
+# substring search, where the regex tries (and fails) at every position of every shorter word.
+_RUN_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/_-"
+_RUN_MASK = bytes(ord("a") if byte in _RUN_ALPHABET else ord(" ") for byte in range(256))
+_RUN_START = b"a" * 60
 _JSON_ESCAPE = re.compile(rb"\\u([0-9a-fA-F]{4})")
 # A DER private key starts with a SEQUENCE, then a small version INTEGER: 0 (PKCS#8, PKCS#1) or 1 (SEC1).
 _DER_START = re.compile(rb"0(?:[\x00-\x7f]|\x81[\x00-\xff]|\x82[\x00-\xff]{2})\x02\x01[\x00\x01]", re.S)
@@ -80,7 +85,11 @@ def _in_bytes(data: bytes, depth: int) -> str | None:
     import base64
     import binascii
 
-    for match in _BASE64_RUN.finditer(data.replace(b"\\n", b"").replace(b"\n", b"")):
+    joined = data.replace(b"\\n", b"").replace(b"\n", b"")
+    first = joined.translate(_RUN_MASK).find(_RUN_START)  # no match can start before the first such run
+    if first < 0:
+        return None
+    for match in _BASE64_RUN.finditer(joined, first):
         run = match.group().replace(b"-", b"+").replace(b"_", b"/").rstrip(b"=")
         for shift in range(4):  # the run may start mid-quantum inside a longer string
             body = run[shift:]

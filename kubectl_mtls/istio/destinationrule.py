@@ -219,6 +219,16 @@ class _Pool:
         for dr in rules:
             self.by_host.setdefault(hosts[id(dr)], []).append(dr)
         self._consolidated: dict[str, list[_Consolidated]] = {}
+        # How long the suffixes after the "*" of this pool's wildcards are, longest first: a lookup
+        # tries only these lengths, not every suffix of the name (the other patterns are not here).
+        self.wildcard_lengths = sorted({len(host) - 1 for host in self.by_host if _wildcard(host)}, reverse=True)
+
+    def wildcards_covering(self, fqdn: str) -> list[str]:
+        """This pool's wildcards that cover `fqdn`, the most specific first: "*X" covers it exactly
+        when X is a suffix of it (of the name after "*" for a wildcard service host)."""
+        name = fqdn[1:] if _wildcard(fqdn) else fqdn
+        patterns = ("*" + name[len(name) - length :] for length in self.wildcard_lengths if length <= len(name))
+        return [pattern for pattern in patterns if pattern in self.by_host]
 
     def best_host(self, fqdn: str) -> str | None:
         """MostSpecificHostMatch: the exact host (or, for a wildcard service host, the identical
@@ -228,13 +238,10 @@ class _Pool:
         the most specific."""
         if fqdn in self.by_host:
             return fqdn
-        name = fqdn[1:] if _wildcard(fqdn) else fqdn
-        # Suffixes from the longest down: the first wildcard found is the most specific.
-        for start in range(len(name) + 1):
-            pattern = "*" + name[start:]
-            if pattern in self.by_host:
-                return pattern
-        return None
+        if not self.wildcard_lengths:
+            return None
+        covering = self.wildcards_covering(fqdn)
+        return covering[0] if covering else None
 
     def consolidated(self, host: str) -> list[_Consolidated]:
         if host not in self._consolidated:
@@ -318,8 +325,7 @@ class Index:
 
         A client in any other namespace (apart from the root and the service's own) gets the same
         answer from `select` as every other such namespace, so one lookup stands for all of them."""
-        name = fqdn[1:] if _wildcard(fqdn) else fqdn
-        patterns = [fqdn, *("*" + name[start:] for start in range(len(name) + 1))]
+        patterns = [fqdn, *self._all.wildcards_covering(fqdn)]
         out: set[str] = set()
         for pattern in patterns:
             for dr in self._all.by_host.get(pattern, ()):

@@ -11,6 +11,7 @@ the object and the field.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any, TypeAlias
 
 # A field's expected shape: a Python type (str, int, bool, dict = any object), "intstr" (Kubernetes
@@ -165,6 +166,125 @@ def _check(value: Any, shape: Shape, path: str) -> None:
             _check(value[key], sub, f"{path}.{key}" if path else key)
 
 
+# -- the fast check: every shape compiled once into a function that only answers "fits" ---------------
+# The walk above builds a path string for every field of every object and costs about 0.03 ms a pod.
+# A compiled shape answers True only when the walk would pass, dropping the same nulls; on anything
+# else (a wrong type, a missing required field, a subclass of a JSON type) it answers False and the
+# walk runs from the start, so every error keeps its exact message.
+Fits: TypeAlias = Callable[[Any], bool]
+# Leaf shapes tested by exact type: JSON decoders make exact str/int/bool/dict/list; bool is not an int
+# here, as in _fits.
+_EXACT: dict[Any, type] = {str: str, int: int, bool: bool, dict: dict}
+
+
+def _intstr(value: Any) -> bool:
+    kind = type(value)
+    return kind is str or kind is int
+
+
+def _compile(shape: Shape) -> Fits:
+    if isinstance(shape, type):
+        exact = _EXACT[shape]
+        return lambda value: type(value) is exact
+    if shape == "intstr":
+        return _intstr
+    if isinstance(shape, list):
+        return _compile_list(shape[0])
+    if isinstance(shape, dict) and "*" in shape:
+        return _compile_map(shape["*"])
+    if isinstance(shape, dict):
+        return _compile_fields(shape)
+    raise ValueError(f"unknown shape {shape!r}")
+
+
+def _compile_list(item_shape: Shape) -> Fits:
+    if isinstance(item_shape, type):
+        exact = _EXACT[item_shape]
+
+        def fits_leaves(value: Any) -> bool:
+            if type(value) is not list:
+                return False
+            for item in value:  # noqa: SIM110 - a loop: all() over a generator costs twice as much here
+                if type(item) is not exact:
+                    return False
+            return True
+
+        return fits_leaves
+    item_fits = _compile(item_shape)
+
+    def fits(value: Any) -> bool:
+        if type(value) is not list:
+            return False
+        for item in value:  # noqa: SIM110 - as above
+            if not item_fits(item):
+                return False
+        return True
+
+    return fits
+
+
+def _compile_map(value_shape: Shape) -> Fits:
+    # A map's null values stay (the walk skips them without dropping them).
+    if isinstance(value_shape, type):
+        exact = _EXACT[value_shape]
+
+        def fits_leaves(value: Any) -> bool:
+            if type(value) is not dict:
+                return False
+            for item in value.values():  # noqa: SIM110 - as above
+                if type(item) is not exact and item is not None:
+                    return False
+            return True
+
+        return fits_leaves
+    item_fits = _compile(value_shape)
+
+    def fits(value: Any) -> bool:
+        if type(value) is not dict:
+            return False
+        for item in value.values():  # noqa: SIM110 - as above
+            if item is not None and not item_fits(item):
+                return False
+        return True
+
+    return fits
+
+
+def _compile_fields(shape: dict[str, Shape]) -> Fits:
+    # Whether the walk passes does not depend on the order the fields are looked at: leaves first.
+    required = [name.rstrip("!") for name in shape if name.endswith("!")]
+    leaves = [(name.rstrip("!"), _EXACT[sub]) for name, sub in shape.items() if isinstance(sub, type)]
+    nested = [(name.rstrip("!"), _compile(sub)) for name, sub in shape.items() if not isinstance(sub, type)]
+
+    def fits(value: Any) -> bool:
+        if type(value) is not dict:
+            return False
+        for key in required:
+            if value.get(key) is None:
+                return False
+        for key, exact in leaves:
+            item = value.get(key)
+            if type(item) is not exact:
+                if item is not None:
+                    return False
+                if key in value:  # null reads as absent, as in Go: dropped
+                    del value[key]
+        for key, sub in nested:
+            item = value.get(key)
+            if item is None:
+                if key in value:
+                    del value[key]
+            elif not sub(item):
+                return False
+        return True
+
+    return fits
+
+
+_COMPILED: dict[str, Fits] = {kind: _compile(shape) for kind, shape in SHAPES.items()}
+_COMPILED_GENERIC = _compile(GENERIC)
+
+
 # What the API server accepts as an object's name (DNS-1123 subdomain) and namespace (DNS-1123 label).
 _NAME = re.compile(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?")
 _NAMESPACE = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
@@ -176,7 +296,8 @@ def check_object(kind: str, obj: Any) -> None:
     nulls in optional fields are removed in place. Pods must have a name (every command names them)."""
     if not isinstance(obj, dict):
         raise ShapeError(f"must be an object, not {json_type(obj)}")
-    _check(obj, SHAPES.get(kind, GENERIC), "")
+    if not _COMPILED.get(kind, _COMPILED_GENERIC)(obj):
+        _check(obj, SHAPES.get(kind, GENERIC), "")  # raises with the field's path, or passes a subclass
     meta = obj.get("metadata") or {}
     if kind == "pods" and not meta.get("name"):
         raise ShapeError("metadata.name is missing")
