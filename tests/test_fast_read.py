@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import datetime as dt
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -13,8 +14,10 @@ import orjson
 import pytest
 from conftest import REPO
 
+from kubectl_mtls.errors import InputError, NotFoundError
 from kubectl_mtls.normalize import dump
 from kubectl_mtls.normalize.proxy import build
+from kubectl_mtls.sources import snapshot
 
 EXAMPLE = REPO / "examples" / "rotation" / "proxies" / "shop"
 NOW = dt.datetime(2027, 1, 1, tzinfo=dt.UTC)
@@ -195,3 +198,124 @@ def test_real_dumps_scanned_and_recognised(path: Path) -> None:
     assert fast_node(raw) == expected_node(doc)
     assert len(dump._catalogues) == 1
     assert model(raw) == model(orjson.dumps(doc))
+
+
+# -- reading a dump file from a snapshot ------------------------------------------------------------------
+class _Spy:
+    """Counts the calls of the slow, fully resolving reader."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.calls = 0
+        slow = snapshot.read_regular_file
+
+        def counted(path: Path, root: Path, limit: int = snapshot.MAX_FILE_BYTES) -> bytes:
+            self.calls += 1
+            return slow(path, root, limit)
+
+        monkeypatch.setattr(snapshot, "read_regular_file", counted)
+
+
+@pytest.fixture
+def snap(tmp_path: Path) -> Path:
+    root = tmp_path / "snap"
+    (root / "proxies" / "shop").mkdir(parents=True)
+    (root / "proxies" / "shop" / "a.json").write_bytes(b'{"configs": []}')
+    (root / "proxies" / "shop" / "b.json").write_bytes(b'{"configs": [{}]}')
+    (root / "elsewhere").mkdir()
+    (root / "elsewhere" / "c.json").write_bytes(b'{"configs": [{}, {}]}')
+    return root
+
+
+def documents(root: Path, pod: str, namespace: str = "shop") -> list[tuple[str, bytes]]:
+    return snapshot.SnapshotSource(str(root)).proxy_documents(namespace, pod)
+
+
+def test_a_regular_file_is_read_directly_with_the_same_bytes_and_label(
+    snap: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spy = _Spy(monkeypatch)
+    source = snapshot.SnapshotSource(str(snap))
+    for pod in ("a", "b", "a"):
+        path = snap / "proxies" / "shop" / f"{pod}.json"
+        assert source.proxy_documents("shop", pod) == [(str(path), path.read_bytes())]
+    assert spy.calls == 0
+    assert snapshot.read_regular_file(path, snap) == path.read_bytes()
+
+
+def test_a_link_inside_the_snapshot_is_read_by_the_full_resolution(snap: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (snap / "proxies" / "shop" / "c.json").symlink_to(snap / "elsewhere" / "c.json")
+    spy = _Spy(monkeypatch)
+    assert documents(snap, "c")[0][1] == (snap / "elsewhere" / "c.json").read_bytes()
+    assert spy.calls == 1
+
+
+def test_a_namespace_directory_linked_inside_the_snapshot(snap: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (snap / "proxies" / "linked").symlink_to(snap / "elsewhere")
+    spy = _Spy(monkeypatch)
+    assert documents(snap, "c", "linked") == [
+        (str(snap / "proxies" / "linked" / "c.json"), (snap / "elsewhere" / "c.json").read_bytes())
+    ]
+    assert spy.calls == 0
+
+
+@pytest.mark.parametrize("what", ["file", "directory"])
+def test_links_out_of_the_snapshot_are_refused(snap: Path, tmp_path: Path, what: str) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "c.json").write_bytes(b"{}")
+    if what == "file":
+        (snap / "proxies" / "shop" / "c.json").symlink_to(outside / "c.json")
+        namespace = "shop"
+    else:
+        (snap / "proxies" / "out").symlink_to(outside)
+        namespace = "out"
+    with pytest.raises(InputError, match="links outside the snapshot directory are not followed"):
+        documents(snap, "c", namespace)
+
+
+def test_a_directory_swapped_for_a_link_out_after_a_first_read_is_refused(snap: Path, tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "b.json").write_bytes(b"{}")
+    source = snapshot.SnapshotSource(str(snap))
+    assert source.proxy_documents("shop", "a")[0][1] == b'{"configs": []}'
+    (snap / "proxies" / "shop").rename(snap / "proxies" / "old")
+    (snap / "proxies" / "shop").symlink_to(outside)
+    with pytest.raises(InputError, match="links outside the snapshot directory are not followed"):
+        source.proxy_documents("shop", "b")
+
+
+@pytest.mark.parametrize(
+    ("fault", "message"),
+    [
+        ("fifo", "not a regular file"),
+        ("directory", "a directory"),
+        ("dangling link", "No such file or directory"),
+        ("link loop", "too many levels of symbolic links"),
+        ("too big", "larger than the 256 MiB limit"),
+    ],
+)
+def test_what_is_not_a_plain_file_is_named_as_before(snap: Path, fault: str, message: str) -> None:
+    path = snap / "proxies" / "shop" / "c.json"
+    if fault == "fifo":
+        os.mkfifo(path)
+    elif fault == "directory":
+        path.mkdir()
+    elif fault == "dangling link":
+        path.symlink_to(snap / "missing.json")
+    elif fault == "link loop":
+        path.symlink_to(path)
+    else:
+        with open(path, "wb") as handle:
+            handle.truncate(snapshot.MAX_FILE_BYTES + 1)  # sparse: costs no disk
+    with pytest.raises(InputError, match=message):
+        documents(snap, "c")
+    with pytest.raises(InputError, match=message):
+        snapshot.read_regular_file(path, snap)
+
+
+def test_no_file_is_not_found(snap: Path) -> None:
+    with pytest.raises(NotFoundError):
+        documents(snap, "missing")
+    with pytest.raises(NotFoundError):
+        documents(snap, "a", "no-such-namespace")

@@ -74,26 +74,56 @@ def read_regular_file(path: Path, root: Path, limit: int = MAX_FILE_BYTES) -> by
         raise InputError(f"{shown}: links outside the snapshot directory are not followed")
     try:
         _regular(os.stat(real), shown)  # before opening: opening a socket or a FIFO has effects of its own
-        fd = os.open(real, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0))
+        fd = os.open(real, _OPEN_FLAGS)
     except OSError as exc:
         raise InputError(f"{shown}: {_os_reason(exc)}") from None
     try:
         info = os.fstat(fd)
         _regular(info, shown)  # and again: it may have been swapped in between
-        if info.st_size > limit:
+        data = _read_to_end(fd, limit) if info.st_size <= limit else None
+        if data is None:
             raise InputError(f"{shown}: larger than the {limit // (1024 * 1024)} MiB limit for snapshot files")
-        chunks, total = [], 0
-        while True:
-            chunk = os.read(fd, 1 << 20)
-            if not chunk:
-                break
-            total += len(chunk)
-            if total > limit:  # grew while being read
-                raise InputError(f"{shown}: larger than the {limit // (1024 * 1024)} MiB limit for snapshot files")
-            chunks.append(chunk)
-        return b"".join(chunks)
+        return data
     except OSError as exc:
         raise InputError(f"{shown}: {_os_reason(exc)}") from None
+    finally:
+        os.close(fd)
+
+
+_OPEN_FLAGS = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0)
+
+
+def _read_to_end(fd: int, limit: int) -> bytes | None:
+    """All of an open file, or None once it passes `limit` bytes (it grew while being read)."""
+    chunks, total = [], 0
+    while True:
+        chunk = os.read(fd, 1 << 20)
+        if not chunk:
+            break
+        total += len(chunk)
+        if total > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _read_plain_file(path: str, limit: int) -> bytes | None:
+    """`path`, if it is a regular file no larger than `limit` whose last step is not a link (the caller
+    has checked that its directory is inside the snapshot); None for anything else or any error, for
+    read_regular_file to check again and name."""
+    try:
+        if not stat.S_ISREG(os.lstat(path).st_mode):  # before opening, as read_regular_file does
+            return None
+        fd = os.open(path, _OPEN_FLAGS | getattr(os, "O_NOFOLLOW", 0))  # no link swapped in since
+    except OSError:
+        return None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_size > limit:
+            return None
+        return _read_to_end(fd, limit)
+    except OSError:
+        return None
     finally:
         os.close(fd)
 
@@ -214,6 +244,10 @@ class SnapshotSource:
         elif not _is_dir(self.root / "proxies") and not _is_dir(self.root / "kubernetes"):
             raise InputError(f"snapshot {self.root}: neither {MANIFEST}, kubernetes/ nor proxies/ found")
         self._cache: dict[str, list[dict[str, Any]]] = {}
+        self._proxies = str(self.root / "proxies")
+        # directory -> (device, inode) of where it led when first read, None if outside the snapshot:
+        # one entry per namespace read
+        self._dirs: dict[str, tuple[int, int] | None] = {}
 
     # -- Kubernetes objects -------------------------------------------------------------------
     def _items(self, plural: str) -> list[dict[str, Any]]:
@@ -262,6 +296,40 @@ class SnapshotSource:
 
     def _read(self, path: Path) -> bytes:
         return read_regular_file(path, self.boundary)
+
+    def _read_in(self, directory: str, name: str) -> bytes | None:
+        """`directory/name` as read_regular_file reads it, or None if nothing (not even a dangling link)
+        is there. Resolving the whole path and the snapshot's root for every file cost more than
+        reading it, so the directory is resolved once; each read then checks that its path still leads
+        to that same directory (a stat) and that the file is regular, not a link, before opening it.
+        A link, anything odd and every failure take read_regular_file, which says what is wrong."""
+        path = os.path.join(directory, name)
+        if directory not in self._dirs:
+            self._dirs[directory] = self._inside(directory)
+        known = self._dirs[directory]
+        if known is not None:
+            try:
+                info = os.stat(directory)
+                same = (info.st_dev, info.st_ino) == known
+            except OSError:
+                same = False
+            data = _read_plain_file(path, MAX_FILE_BYTES) if same else None
+            if data is not None:
+                return data
+        if not _present(Path(path)):
+            return None
+        return self._read(Path(path))
+
+    def _inside(self, directory: str) -> tuple[int, int] | None:
+        """The identity of the directory that `directory` leads to, if that is inside the snapshot."""
+        real, root = os.path.realpath(directory), os.path.realpath(self.boundary)
+        if os.path.commonpath([real, root]) != root:
+            return None
+        try:
+            info = os.stat(real)
+        except OSError:
+            return None
+        return (info.st_dev, info.st_ino) if stat.S_ISDIR(info.st_mode) else None
 
     def _list_dir(self, directory: Path) -> list[Path]:
         root = os.path.realpath(self.boundary)
@@ -377,11 +445,11 @@ class SnapshotSource:
     # -- proxies ------------------------------------------------------------------------------
     def proxy_documents(self, namespace: str, name: str) -> list[Document]:
         namespace, name = self._pod_path(namespace, name)
-        base = self.root / "proxies" / namespace
-        single = base / f"{name}.json"
-        if _present(single):
-            return [(str(single), self._read(single))]
-        folder = base / name
+        directory = os.path.join(self._proxies, namespace)
+        data = self._read_in(directory, f"{name}.json")
+        if data is not None:
+            return [(os.path.join(directory, f"{name}.json"), data)]
+        folder = self.root / "proxies" / namespace / name
         if _is_dir(folder):
             files = sorted(f for f in self._list_dir(folder) if f.suffix == ".json")
             if files:
