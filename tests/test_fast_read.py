@@ -319,3 +319,86 @@ def test_no_file_is_not_found(snap: Path) -> None:
         documents(snap, "missing")
     with pytest.raises(NotFoundError):
         documents(snap, "a", "no-such-namespace")
+
+
+# -- sections: listeners cut into items, the rest parsed whole --------------------------------------------
+def section(doc: dict[str, Any], kind: str) -> dict[str, Any]:
+    found: dict[str, Any] = next(c for c in doc["configs"] if c["@type"].endswith(f".{kind}"))
+    return found
+
+
+def both(doc: dict[str, Any]) -> tuple[dump.Sections, dump.Sections]:
+    """(fast path, full parse) of one dump; the fast path must have been taken."""
+    fast = dump.Sections()
+    assert dump._split_pretty(fast, pretty(doc)) is True
+    return fast, dump.split([("test", orjson.dumps(doc))])
+
+
+def listener(name: str, direction: str) -> dict[str, Any]:
+    return {
+        "@type": "type.googleapis.com/envoy.config.listener.v3.Listener",
+        "name": name,
+        "address": {"socket_address": {"address": "0.0.0.0", "port_value": 9000}},
+        "traffic_direction": direction,
+    }
+
+
+def listeners_doc(router: bool = False) -> dict[str, Any]:
+    doc = example()
+    if router:
+        node_of(doc)["id"] = "router~10.0.0.9~gw.istio-system~istio-system.svc.cluster.local"
+    part = section(doc, "ListenersConfigDump")
+    part["static_listeners"] = [{"listener": listener("static-out", "OUTBOUND")}]
+    part["dynamic_listeners"] += [
+        {"name": "virtualInbound", "active_state": {"listener": listener("virtualInbound", "INBOUND")}},
+        {"name": "0.0.0.0_9000", "active_state": {"listener": listener("0.0.0.0_9000", "OUTBOUND")}},
+        {
+            "name": "0.0.0.0_9001",
+            "error_state": {"details": "bad filter", "failed_configuration": listener("0.0.0.0_9001", "OUTBOUND")},
+        },
+    ]
+    return doc
+
+
+@pytest.mark.parametrize("router", [False, True], ids=["sidecar", "gateway"])
+def test_listener_items_kept_are_the_ones_the_model_reads(router: bool) -> None:
+    doc = listeners_doc(router)
+    fast, full = both(doc)
+    names = [item.get("name") for item in fast.listeners]
+    if router:
+        assert fast.listeners == full.listeners  # a gateway's servers are not INBOUND: all are kept
+    else:
+        assert names == ["static-out", "virtualInbound"]  # outbound dynamic listeners are skipped
+        assert fast.listeners == [item for item in full.listeners if item["name"] in names]
+    assert fast.listener_errors == full.listener_errors == ["listener 0.0.0.0_9001: bad filter"]
+    assert fast.rejected == full.rejected
+    assert model(pretty(doc)) == model(orjson.dumps(doc))
+
+
+def test_a_list_of_listeners_not_known_takes_the_full_parse() -> None:
+    doc = listeners_doc()
+    section(doc, "ListenersConfigDump")["other_listeners"] = [{"listener": listener("x", "INBOUND")}]
+    assert dump._split_pretty(dump.Sections(), pretty(doc)) is False
+    assert model(pretty(doc)) == model(orjson.dumps(doc))
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        lambda part: None,
+        lambda part: part.update(dynamicActiveClusters=part.pop("dynamic_active_clusters")),  # camelCase list
+        lambda part: part.update(dynamic_warming_clusters=[{"cluster": {"name": "warming"}}], other=[{"x": 1}]),
+    ],
+    ids=["as-is", "camel-list", "warming-and-unknown-lists"],
+)
+def test_clusters_and_endpoints_parsed_whole_read_as_the_full_parse(edit: Any) -> None:
+    doc = example()
+    edit(section(doc, "ClustersConfigDump"))
+    section(doc, "EndpointsConfigDump")["dynamic_endpoint_configs"].append({"endpoint_config": {"cluster_name": ""}})
+    fast, full = both(doc)
+    assert fast.clusters == full.clusters and fast.clusters
+    assert fast.warming_clusters == full.warming_clusters
+    assert fast.endpoints == full.endpoints and fast.endpoints
+    assert fast.secrets == full.secrets and fast.rejected == full.rejected
+    assert fast.seen == full.seen
+    assert model(pretty(doc)) == model(orjson.dumps(doc))

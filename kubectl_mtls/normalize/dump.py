@@ -237,14 +237,13 @@ def _parse(raw: bytes | memoryview, what: str) -> Any:
 # Anything not in exactly that shape goes through the plain full parse instead.
 _SECTION = b'\n  {\n   "@type": "type.googleapis.com/envoy.admin.v3.'
 _SECTION_NAME = re.compile(rb'(\w+)"')
-_LIST_KEY = re.compile(rb'\n   "(\w+)": \[')
-_ITEM_EDGE = re.compile(rb"\n    ([{}])")
+# One scan for both: a list of the section (`\n   "name": [`) and an edge of one of its items (`\n    {`
+# or `\n    }`). Neither can begin inside the other: each has its only newline first.
+_LIST_OR_EDGE = re.compile(rb'\n   (?:"(\w+)": \[| ([{}]))')
 _SKIPPED = (b"RoutesConfigDump", b"ScopedRoutesConfigDump", b"EcdsConfigDump")
-_ITEMIZED = {
-    b"ListenersConfigDump": ("static_listeners", "dynamic_listeners"),
-    b"ClustersConfigDump": CLUSTER_KEYS,
-    b"EndpointsConfigDump": ("static_endpoint_configs", "dynamic_endpoint_configs"),
-}
+# Cut into items only where items are skipped: every cluster and endpoint is read, so those sections are
+# parsed whole (cutting them cost more than parsing).
+_ITEMIZED = {b"ListenersConfigDump": ("static_listeners", "dynamic_listeners")}
 
 
 def _router(out: Sections) -> bool:
@@ -359,20 +358,25 @@ def _catalogue_end(raw: bytes, body: int, stop: int) -> int:
 
 
 def _add_itemized(out: Sections, raw: bytes, view: memoryview, kind: bytes, start: int, stop: int) -> None:
-    keys = [(m.start(), m.group(1).decode()) for m in _LIST_KEY.finditer(raw, start, stop)]
+    router = _router(out)
     items_by_key: dict[str, list[Any]] = {}
+    owner: str | None = None  # the list the item being read is in
+    latest: str | None = None  # the last list seen
     opened = -1
-    for edge in _ITEM_EDGE.finditer(raw, start, stop):
-        if edge.group(1) == b"{":
-            opened = edge.start() + 1
+    for edge in _LIST_OR_EDGE.finditer(raw, start, stop):
+        name, brace = edge.groups()
+        if name is not None:
+            latest = name.decode()
+            continue
+        if brace == b"{":
+            opened, owner = edge.start() + 1, latest
             continue
         if opened < 0:
             raise ValueError("unbalanced item")
         close = edge.end()
-        owner = next((name for pos, name in reversed(keys) if pos < opened), None)
         if owner not in _ITEMIZED[kind]:
             raise ValueError(f"unexpected list {owner}")
-        if owner == "dynamic_listeners" and not _router(out) and not _inbound_or_failed(raw, opened, close):
+        if owner == "dynamic_listeners" and not router and not _inbound_or_failed(raw, opened, close):
             opened = -1
             continue
         items_by_key.setdefault(owner, []).append(orjson.loads(view[opened:close]))
