@@ -5,23 +5,28 @@
 * `keymaterial.key_material`: the skip of text without a base64-sized run against the full scan, on
   keys in every encoding it knows and on text that only looks like one;
 * `istio.destinationrule._Pool.best_host` and `Index.namespaces_of_note`: the wildcard lengths a pool
-  holds against a try of every suffix of the name.
+  holds against a try of every suffix of the name;
+* `normalize.proxystatus._from_table`: the header read once against the per-row reading before it;
+* `istio.peerauthn.Index.effective`: answers kept per set of matching policies against a scan.
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import random
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from conftest import REPO
 from cryptography.hazmat.primitives import serialization
+from harness.istioctl_double import go_tabwriter
 from harness.pki import make_root
 
 from kubectl_mtls import keymaterial
-from kubectl_mtls.istio import destinationrule
+from kubectl_mtls.istio import destinationrule, peerauthn
+from kubectl_mtls.normalize import proxystatus
 from kubectl_mtls.sources import shapes
 
 
@@ -229,3 +234,115 @@ def test_best_host_by_wildcard_lengths_answers_as_every_suffix(hosts: list[str])
         every = [fqdn, *("*" + name[start:] for start in range(len(name) + 1))]
         expected = {"shop"} if any(p in index._all.by_host for p in every) else set()
         assert index.namespaces_of_note(fqdn) == expected, fqdn
+
+
+# -- proxy-status tables -----------------------------------------------------------------------------------
+def _old_from_table(body: str, header: str) -> dict[tuple[str, str], proxystatus.ProxySync]:
+    """The table reader before the header was read once: a dict per row, every cell's state by regex."""
+    ps = proxystatus
+    columns = [(m.group(0), m.start()) for m in ps._HEADER_CELL.finditer(header)]
+    names = [name for name, _ in columns]
+    if names[0] != "NAME" or not ps._NAME_COLUMNS.intersection(names[1:]):
+        raise ps._unrecognized(header)
+    starts = [start for _, start in columns]
+    out: dict[tuple[str, str], proxystatus.ProxySync] = {}
+    for line in body.splitlines()[1:]:
+        if not line.strip():
+            continue
+        cells: list[str] = []
+        for i, start in enumerate(starts):
+            end = starts[i + 1] if i + 1 < len(starts) else len(line)
+            if 0 < start < len(line) and not line[start - 1].isspace():
+                raise ValueError(
+                    f"istioctl proxy-status table is not column-aligned at offset {start} (header "
+                    f"{header.strip()!r}): {line.strip()[:120]}"
+                )
+            cells.append(line[start:end].strip())
+        row = dict(zip(names, cells, strict=True))
+        pod, namespace = ps._split_name(row["NAME"], None)
+        types: dict[str, str] = {}
+        for name, value in row.items():
+            if name in ps._NAME_COLUMNS or not ps._TYPE_COLUMN.match(name):
+                continue
+            word = ps._state_word(value)
+            if word:
+                types[name] = word
+        subscribed: list[str] = []
+        match = ps._SUBSCRIBED.match(row.get("SUBSCRIBED TYPES", ""))
+        if match and match.group("types"):
+            subscribed = [t.strip() for t in match.group("types").split(",") if t.strip()]
+        out[(namespace, pod)] = ps.ProxySync(
+            pod=pod,
+            namespace=namespace,
+            istiod=row.get("ISTIOD") or row.get("PILOT") or None,
+            version=row.get("VERSION") or None,
+            types=types,
+            subscribed=subscribed,
+        )
+    return out
+
+
+def _tables() -> Iterator[str]:
+    cells = ["SYNCED", "SYNCED (2m)", "STALE (Never Acknowledged)", "NOT SENT", "NOT_SENT", "ERROR", "-", "", "odd"]
+    headers = [
+        ("NAME", "CLUSTER", "CDS", "LDS", "EDS", "RDS", "ECDS", "ISTIOD", "VERSION"),
+        ("NAME", "CLUSTER", "ISTIOD", "VERSION", "SUBSCRIBED TYPES"),
+        ("NAME", "CDS", "LDS", "EDS", "RDS", "PILOT", "VERSION"),
+        ("NAME", "CLUSTER", "CDS", "XTRA", "CDS", "WADS", "ISTIOD"),  # a type twice, an unknown column
+        ("NAME", "ISTIOD", "CDS"),
+    ]
+    for number, header in enumerate(headers):
+        rows = [header]
+        for index in range(12):
+            row: list[str] = []
+            for column in header:
+                if column == "NAME":
+                    name = f"web-{index}.ns-{index % 3}"
+                    row.append(name if index % 5 else f"sidecar~10.0.0.{index}~{name}~cluster.local")
+                elif column == "SUBSCRIBED TYPES":
+                    row.append(["3 (CDS,LDS,EDS)", "0", "2 (CDS, RDS)", "-"][index % 4])
+                elif column in ("ISTIOD", "PILOT", "VERSION", "CLUSTER"):
+                    row.append("" if index % 4 == 3 else f"{column.lower()}-{index}")
+                else:
+                    row.append(cells[(index + number + len(row)) % len(cells)])
+            rows.append(tuple(row))
+        table = go_tabwriter(rows)
+        yield table
+        yield table.replace("\n", "\n\n", 3)  # blank lines
+        lines = table.splitlines()
+        second = lines[0].index(header[1])
+        shifted = lines[4][: second - 1] + "x" + lines[4][second:]
+        yield "\n".join([*lines[:4], shifted, *lines[5:]])  # not aligned: refused
+
+
+def _parsed(reader: Any, text: str) -> Any:
+    try:
+        return {key: vars(value) for key, value in reader(text.strip(), text.strip().splitlines()[0]).items()}
+    except ValueError as exc:
+        return f"error: {exc}"
+
+
+def test_table_read_once_per_header_answers_as_per_row() -> None:
+    outcomes = [(_parsed(proxystatus._from_table, t), _parsed(_old_from_table, t)) for t in _tables()]
+    assert all(new == old for new, old in outcomes)
+    assert any(isinstance(new, str) for new, _ in outcomes) and any(isinstance(new, dict) for new, _ in outcomes)
+
+
+# -- PeerAuthentication answers shared by pods with the same policies ----------------------------------------
+def test_shared_effective_answers_equal_a_scan() -> None:
+    from test_scale_indexes import NAMESPACES, ROOT, _refs, labels, random_pa, reference_effective
+
+    rng = random.Random(6)
+    shared = 0
+    for case in range(150):
+        policies = [random_pa(rng) for _ in range(rng.randint(0, 25))]
+        index = peerauthn.Index(policies, ROOT)
+        asked = [(rng.choice(NAMESPACES), labels(rng)) for _ in range(12)]
+        for ns, pod_labels in asked + asked[:4]:  # the first ones twice: answered from the index's memory
+            first = index.effective(ns, pod_labels)
+            assert _refs(first) == _refs(reference_effective(ns, pod_labels, policies, ROOT)), (case, ns, pod_labels)
+            assert index.effective(ns, dict(pod_labels)) is first
+            extra = {**pod_labels, "pod-template-hash": "5d8c7b9f6"}  # a label no policy selects on
+            if all(isinstance(v, str) for v in pod_labels.values()):
+                shared += index.effective(ns, extra) is first
+    assert shared  # answers were shared between label sets that select the same policies

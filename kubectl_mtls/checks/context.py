@@ -359,6 +359,11 @@ class Context:
             self._indexes[name] = build()
         return self._indexes[name]  # type: ignore[no-any-return]
 
+    def derived(self, name: str, build: Callable[[], T]) -> T:
+        """An answer worked out from the listed objects that several checks share, built on first use
+        and dropped with the indexes when `assume` changes the objects."""
+        return self._index(name, build)
+
     @property
     def peer_authentications(self) -> peerauthn.Index:
         return self._index(

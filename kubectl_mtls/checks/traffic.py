@@ -25,14 +25,28 @@ def ports_in_mode(ctx: Context, svc: dict[str, Any], mode: str) -> dict[int, lis
     what their Gateway servers say, not what a PeerAuthentication says; pods that are not running take
     no calls."""
     out: dict[int, list[str]] = {}
+    for number, modes in _port_modes(ctx, svc):
+        for pod, pod_mode in modes:
+            if pod_mode == mode:
+                out.setdefault(number, []).append(pod)
+    return out
+
+
+def _port_modes(ctx: Context, svc: dict[str, Any]) -> list[tuple[int, list[tuple[str, str]]]]:
+    """(Service port, [(pod, its mode on the target port)]) for ports_in_mode, worked out once per
+    Service: three checks ask for STRICT or DISABLE ports of the same Services."""
+    known: dict[int, list[tuple[int, list[tuple[str, str]]]]] = ctx.derived("service-port-modes", dict)
+    if id(svc) in known:  # a Service of ctx.objects, alive as long as the cache
+        return known[id(svc)]
+    out: list[tuple[int, list[tuple[str, str]]]] = []
     pods = [p for p in ctx.pods_of(svc) if podinfo.has_envoy(p) and ctx.running(p) and not podinfo.is_gateway(p)]
     for port in (svc.get("spec") or {}).get("ports") or []:
         number = port.get("port")
         if not isinstance(number, int):
             continue
-        for pod in pods:
-            if ctx.effective(pod).mode_for(target_port(port, pod)) == mode:
-                out.setdefault(number, []).append("/".join(key_of(pod)))
+        modes = [("/".join(key_of(pod)), ctx.effective(pod).mode_for(target_port(port, pod))) for pod in pods]
+        out.append((number, modes))
+    known[id(svc)] = out
     return out
 
 

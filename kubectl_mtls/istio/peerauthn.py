@@ -176,12 +176,27 @@ class Index:
         }
         self._workload = SelectorIndex(workload)
         self._dropped = SelectorIndex(dropped)
+        # Answers by namespace and the policies that match: the pods of one workload share one, and the
+        # policies it names live as long as the index, so their ids stay theirs.
+        self._answers: dict[tuple[str, tuple[int, ...], tuple[int, ...]], Effective] = {}
 
     def effective(self, namespace: str, labels: dict[str, str]) -> Effective:
-        """The inbound mTLS mode of a pod in `namespace` with `labels`, and which policies decide it."""
-        result = Effective()
+        """The inbound mTLS mode of a pod in `namespace` with `labels`, and which policies decide it.
+        Pods with the same matching policies get the same answer object: read it, never change it."""
         labels = _string_labels(labels)
-        for policy in self._dropped.matching("", labels):
+        dropped = self._dropped.matching("", labels)
+        workload = self._workload.matching(namespace, labels)
+        key = (namespace, tuple(map(id, dropped)), tuple(map(id, workload)))
+        answer = self._answers.get(key)
+        if answer is None:
+            answer = self._answers[key] = self._effective(namespace, dropped, workload)
+        return answer
+
+    def _effective(
+        self, namespace: str, dropped: list[dict[str, Any]], workload: list[dict[str, Any]]
+    ) -> Effective:
+        result = Effective()
+        for policy in dropped:
             # Matches the pod but sits in the root namespace: istiod drops it (istioctl x describe
             # still lists it as applied, which is why this needs saying).
             result.ignored.append(
@@ -191,7 +206,6 @@ class Index:
                     "policies there; put it in the workload's namespace",
                 )
             )
-        workload = self._workload.matching(namespace, labels)
         levels = (
             self._mesh,
             self._namespaces.get(namespace),

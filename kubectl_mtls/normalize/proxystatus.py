@@ -131,46 +131,56 @@ def _from_table(body: str, header: str) -> dict[tuple[str, str], ProxySync]:
     if names[0] != "NAME" or not _NAME_COLUMNS.intersection(names[1:]):
         raise _unrecognized(header)
     starts = [start for _, start in columns]
+    bounds = list(zip(starts, [*starts[1:], None], strict=True))  # None: to the end of the line
+    # Where each column's cell is (a name given twice: its last cell, as a dict of the row would keep),
+    # and which columns are xDS types: the header's business, decided once rather than on every row.
+    at = {name: index for index, name in enumerate(names)}
+    type_columns = [(name, i) for name, i in at.items() if name not in _NAME_COLUMNS and _TYPE_COLUMN.match(name)]
+    subscribed_at = at.get("SUBSCRIBED TYPES")
+    words: dict[str, str | None] = {}  # the few cell values of a table, each read once
     out: dict[tuple[str, str], ProxySync] = {}
     for line in body.splitlines()[1:]:
         if not line.strip():
             continue
-        cells = _cut(line, starts, header)
-        row = dict(zip(names, cells, strict=True))
-        pod, namespace = _split_name(row["NAME"], None)
+        cells = _cut(line, bounds, header)
+        pod, namespace = _split_name(cells[at["NAME"]], None)
         types: dict[str, str] = {}
-        for name, value in row.items():
-            if name in _NAME_COLUMNS or not _TYPE_COLUMN.match(name):
-                continue  # unknown extra columns are ignored, not guessed at
-            word = _state_word(value)
+        for name, index in type_columns:  # unknown extra columns are ignored, not guessed at
+            value = cells[index]
+            if value not in words:
+                words[value] = _state_word(value)
+            word = words[value]
             if word:
                 types[name] = word
         subscribed: list[str] = []
-        match = _SUBSCRIBED.match(row.get("SUBSCRIBED TYPES", ""))
+        match = _SUBSCRIBED.match(cells[subscribed_at]) if subscribed_at is not None else None
         if match and match.group("types"):
             subscribed = [t.strip() for t in match.group("types").split(",") if t.strip()]
+        istiod = cells[at["ISTIOD"]] if "ISTIOD" in at else ""
+        pilot = cells[at["PILOT"]] if "PILOT" in at else ""
+        version = cells[at["VERSION"]] if "VERSION" in at else ""
         out[(namespace, pod)] = ProxySync(
             pod=pod,
             namespace=namespace,
-            istiod=row.get("ISTIOD") or row.get("PILOT") or None,
-            version=row.get("VERSION") or None,
+            istiod=istiod or pilot or None,
+            version=version or None,
             types=types,
             subscribed=subscribed,
         )
     return out
 
 
-def _cut(line: str, starts: list[int], header: str) -> list[str]:
-    """Cells of one tabwriter row, by the header's column offsets.
+def _cut(line: str, bounds: list[tuple[int, int | None]], header: str) -> list[str]:
+    """Cells of one tabwriter row, by the header's column offsets (start, and the next column's start).
 
     Cells may contain spaces ("NOT SENT", "SYNCED (2m)"), so whitespace splitting is wrong. Tabwriter
     aligns every row on the same offsets; if a non-space character sits right before a column start the
     alignment assumption is broken, and we refuse rather than return shifted columns.
     """
     cells: list[str] = []
-    for i, start in enumerate(starts):
-        end = starts[i + 1] if i + 1 < len(starts) else len(line)
-        if 0 < start < len(line) and not line[start - 1].isspace():
+    size = len(line)
+    for start, end in bounds:
+        if 0 < start < size and not line[start - 1].isspace():
             raise ValueError(
                 f"istioctl proxy-status table is not column-aligned at offset {start} (header {header.strip()!r}): "
                 f"{line.strip()[:120]}"
