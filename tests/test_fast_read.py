@@ -15,7 +15,7 @@ import pytest
 from conftest import REPO
 
 from kubectl_mtls.errors import InputError, NotFoundError
-from kubectl_mtls.normalize import dump
+from kubectl_mtls.normalize import dump, keys
 from kubectl_mtls.normalize.proxy import build
 from kubectl_mtls.sources import snapshot
 
@@ -402,3 +402,51 @@ def test_clusters_and_endpoints_parsed_whole_read_as_the_full_parse(edit: Any) -
     assert fast.secrets == full.secrets and fast.rejected == full.rejected
     assert fast.seen == full.seen
     assert model(pretty(doc)) == model(orjson.dumps(doc))
+
+
+# -- field names in either casing ---------------------------------------------------------------------------
+def _reference_field(parent: Any, name: str, default: Any = None) -> Any:
+    """What keys.field means, spelt out plainly."""
+    if not isinstance(parent, dict):
+        return default
+    if name in parent:
+        return parent[name]
+    head, *rest = name.split("_")
+    return parent.get(head + "".join(part[:1].upper() + part[1:] for part in rest), default)
+
+
+KEY_INPUTS: list[Any] = [
+    None,
+    "text",
+    ["list"],
+    {},
+    {"error_state": {"details": "x"}},
+    {"errorState": {"details": "y"}},
+    {"error_state": None, "errorState": {"details": "camel not used: snake present"}},
+    {"error_state": "not an object", "name": 7},
+    {"name": "n", "static_clusters": [{"cluster": {}}], "staticClusters": "ignored"},
+    {"staticClusters": [1], "lastUpdated": "t"},
+]
+
+
+@pytest.mark.parametrize("parent", KEY_INPUTS)
+@pytest.mark.parametrize("name", ["error_state", "name", "static_clusters", "last_updated", "x"])
+def test_keys_read_either_casing_as_spelt_out(parent: Any, name: str) -> None:
+    value = _reference_field(parent, name)
+    assert keys.field(parent, name) == value
+    assert keys.field(parent, name, "default") == _reference_field(parent, name, "default")
+    assert keys.items(parent, name) == (value if isinstance(value, list) else [])
+    assert keys.text(parent, name) == (value if isinstance(value, str) else "")
+    assert keys.obj(parent, name) == (value if isinstance(value, dict) else {})
+    assert keys.obj(parent) == (parent if isinstance(parent, dict) else {})
+    nested = {"outer_part": {"otherCase": parent}}
+    assert keys.obj(nested, "outer_part", "other_case", name) == (value if isinstance(value, dict) else {})
+
+
+def test_camel_names_are_remembered_within_a_bound(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(keys, "_CAMEL", {})
+    assert keys.camel("transport_socket_matches") == "transportSocketMatches"
+    assert keys.camel("name") == "name" and keys.camel("a__b") == "aB"
+    for index in range(keys._CAMEL_KEPT + 10):
+        assert keys.camel(f"made_up_{index}") == f"madeUp{index}"
+    assert len(keys._CAMEL) == keys._CAMEL_KEPT

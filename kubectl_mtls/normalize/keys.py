@@ -7,16 +7,25 @@ re-marshal it as camelCase. Only message field names change: map and Struct keys
 
 from __future__ import annotations
 
-from functools import lru_cache
 from typing import Any
 
 JSON = dict[str, Any]
 
+# snake_case name -> camelCase name. The names come from this code (a few hundred at most); the bound
+# only keeps a caller passing names read from input from growing it. A plain dict: these lookups run
+# for every field of every proxy, and an lru_cache call cost as much as the rest of `field`.
+_CAMEL: dict[str, str] = {}
+_CAMEL_KEPT = 1024
 
-@lru_cache(maxsize=512)
+
 def camel(name: str) -> str:
-    head, *rest = name.split("_")
-    return head + "".join(part[:1].upper() + part[1:] for part in rest)
+    found = _CAMEL.get(name)
+    if found is None:
+        head, *rest = name.split("_")
+        found = head + "".join(part[:1].upper() + part[1:] for part in rest)
+        if len(_CAMEL) < _CAMEL_KEPT:
+            _CAMEL[name] = found
+    return found
 
 
 def field(obj: Any, name: str, default: Any = None) -> Any:
@@ -25,26 +34,30 @@ def field(obj: Any, name: str, default: Any = None) -> Any:
         return default
     if name in obj:
         return obj[name]
-    return obj.get(camel(name), default)
+    return obj.get(_CAMEL.get(name) or camel(name), default)
 
 
 def obj(parent: Any, *path: str) -> JSON:
     """Walk message fields; a missing or non-object step gives {} so callers can chain."""
     cur: Any = parent
-    for name in path:
-        cur = field(cur, name)
+    for name in path:  # `field`, inlined: this runs for nearly every object of a dump
         if not isinstance(cur, dict):
             return {}
+        cur = cur[name] if name in cur else cur.get(_CAMEL.get(name) or camel(name))
     return cur if isinstance(cur, dict) else {}
 
 
 def items(parent: Any, name: str) -> list[Any]:
-    value = field(parent, name)
+    if not isinstance(parent, dict):
+        return []
+    value = parent[name] if name in parent else parent.get(_CAMEL.get(name) or camel(name))
     return value if isinstance(value, list) else []
 
 
 def text(parent: Any, name: str, default: str = "") -> str:
-    value = field(parent, name)
+    if not isinstance(parent, dict):
+        return default
+    value = parent[name] if name in parent else parent.get(_CAMEL.get(name) or camel(name))
     return value if isinstance(value, str) else default
 
 
