@@ -450,3 +450,43 @@ def test_camel_names_are_remembered_within_a_bound(monkeypatch: pytest.MonkeyPat
     for index in range(keys._CAMEL_KEPT + 10):
         assert keys.camel(f"made_up_{index}") == f"madeUp{index}"
     assert len(keys._CAMEL) == keys._CAMEL_KEPT
+
+
+# -- sections found without searching a remembered catalogue -----------------------------------------------
+def test_sections_found_past_a_remembered_catalogue_are_the_same() -> None:
+    raw = pretty(with_catalogue(catalogue("a")))
+    everything = dump._section_marks(raw)
+    assert dump._remembered_catalogue(raw) is None  # nothing remembered yet
+    fast_node(raw)
+    skipped = dump._remembered_catalogue(raw)
+    assert skipped is not None and raw[skipped[0] : skipped[1]] == dump._catalogues[0]
+    assert dump._section_marks(raw, skipped) == everything
+    assert len(everything) == 7
+
+
+def test_a_section_start_inside_a_catalogue_is_never_skipped() -> None:
+    """A catalogue holding a line that starts a section (not Envoy's layout) is cut there, so it is never
+    remembered; one holding a look-alike that is not a section start may be, and changes nothing."""
+    doc = with_catalogue(catalogue("a"))
+    fake = b'"type.a.3"\n       ]\n      },\n  {\n   "@type": "type.googleapis.com/envoy.admin.v3.Fake", "x": 1}'
+    raw = _hostile(pretty(doc), b'"type.a.3"\n       ]\n      }', fake)
+    assert [kind for _, kind in dump._section_marks(raw)].count(b"Fake") == 1
+    assert dump._split_pretty(dump.Sections(), raw) is False
+    assert dump._catalogues == ()
+    assert model(raw) == model(orjson.dumps(orjson.loads(raw)))
+    look_alike = fake.replace(b"v3.Fake", b"v3.!Fake")
+    raw = _hostile(pretty(doc), b'"type.a.3"\n       ]\n      }', look_alike)
+    everything = dump._section_marks(raw)
+    fast_node(raw)
+    skipped = dump._remembered_catalogue(raw)
+    assert skipped is not None and dump._section_marks(raw, skipped) == everything
+
+
+def test_a_catalogue_far_from_the_start_is_searched_as_before() -> None:
+    doc = with_catalogue(catalogue("a"))
+    node_of(doc)["metadata"]["BIG"] = "x" * dump._CATALOGUE_WITHIN
+    raw = pretty(doc)
+    fast_node(raw)
+    assert dump._catalogues and dump._remembered_catalogue(raw) is None
+    assert fast_node(raw) == expected_node(doc)
+    assert model(raw) == model(orjson.dumps(doc))

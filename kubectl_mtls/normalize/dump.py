@@ -76,13 +76,12 @@ def _add_clusters(out: Sections, dump: JSON) -> None:
                 out.clusters.append(_trim(cluster))
 
 
+# each of CLUSTER_FIELDS in both casings, in the order _trim keeps them
+_CLUSTER_KEYS_KEPT = tuple(key for name in CLUSTER_FIELDS for key in dict.fromkeys((name, camel(name))))
+
+
 def _trim(cluster: JSON) -> JSON:
-    kept = {}
-    for name in CLUSTER_FIELDS:
-        for key in (name, camel(name)):
-            if key in cluster:
-                kept[key] = cluster[key]
-    return kept
+    return {key: cluster[key] for key in _CLUSTER_KEYS_KEPT if key in cluster}
 
 
 def _add_listeners(out: Sections, dump: JSON) -> None:
@@ -257,23 +256,30 @@ def _inbound_or_failed(raw: bytes, start: int, end: int) -> bool:
     return any(raw.find(marker, start, end) >= 0 for marker in (b'"virtualInbound"', b'"INBOUND"', b'"error_state"'))
 
 
-def _section_marks(raw: bytes) -> list[tuple[int, bytes]]:
+def _section_marks(raw: bytes, skipped: tuple[int, int] | None = None) -> list[tuple[int, bytes]]:
     """(offset, type name) of every section: found with bytes.find, as a regex scan of the whole dump
-    cost more than parsing the parts that are kept."""
+    cost more than parsing the parts that are kept. A remembered catalogue (`skipped`, most of a
+    sidecar's dump) is not searched: see _remembered_catalogue."""
     marks = []
     at = raw.find(_SECTION)
     while at >= 0:
         name = _SECTION_NAME.match(raw, at + len(_SECTION))
         if name is not None:
             marks.append((at, name.group(1)))
-        at = raw.find(_SECTION, at + 1)
+        if skipped is not None and at + 1 <= skipped[0]:
+            at = raw.find(_SECTION, at + 1, skipped[0])
+            if at < 0:
+                at, skipped = raw.find(_SECTION, skipped[1]), None
+        else:
+            at = raw.find(_SECTION, at + 1)
     return marks
 
 
 def _split_pretty(out: Sections, raw: bytes) -> bool:
     if not raw.startswith(b'{\n "configs": [\n  {'):
         return False
-    marks = _section_marks(raw)
+    catalogue = _remembered_catalogue(raw)
+    marks = _section_marks(raw, catalogue)
     end_of_list = raw.rfind(b"\n ]")
     if not marks or end_of_list < 0:
         return False
@@ -284,7 +290,7 @@ def _split_pretty(out: Sections, raw: bytes) -> bool:
             stop = marks[index + 1][0] if index + 1 < len(marks) else end_of_list
             if kind in _SKIPPED:
                 continue
-            if kind == b"BootstrapConfigDump" and _add_bootstrap_node(out, raw, start, stop):
+            if kind == b"BootstrapConfigDump" and _add_bootstrap_node(out, raw, start, stop, catalogue):
                 continue
             if kind not in _ITEMIZED:
                 body = bytes(view[start:stop]).rstrip().rstrip(b",")
@@ -310,7 +316,9 @@ _CATALOGUES_KEPT = 4
 _catalogues: tuple[bytes, ...] = ()
 
 
-def _add_bootstrap_node(out: Sections, raw: bytes, start: int, stop: int) -> bool:
+def _add_bootstrap_node(
+    out: Sections, raw: bytes, start: int, stop: int, remembered: tuple[int, int] | None = None
+) -> bool:
     """The bootstrap's `node`, the only part the model reads, without the node's `extensions` (Envoy's
     catalogue of its built-in extensions): those two are most of a sidecar dump's bytes, and parsing
     them cost more than everything the model does read. The node ends at its first `\n    }` line
@@ -327,7 +335,7 @@ def _add_bootstrap_node(out: Sections, raw: bytes, start: int, stop: int) -> boo
         text = raw[opened : close + len(_NODE_END)]
     else:
         body = extensions + len(_NODE_EXTENSIONS) - 1  # from the newline after `[`
-        end = _catalogue_end(raw, body, stop)
+        end = _catalogue_end(raw, body, stop, remembered)
         if end < 0:
             return False
         close = raw.find(_NODE_END, end + len(_NODE_EXTENSIONS_END), stop)
@@ -340,11 +348,33 @@ def _add_bootstrap_node(out: Sections, raw: bytes, start: int, stop: int) -> boo
     return _add_section(out, section)
 
 
-def _catalogue_end(raw: bytes, body: int, stop: int) -> int:
+_CATALOGUE_WITHIN = 64 * 1024  # of a dump's start: the node's own fields come before it
+
+
+def _remembered_catalogue(raw: bytes) -> tuple[int, int] | None:
+    """(start, end) of a remembered catalogue near the start of a dump, if there is one. Scanning for
+    sections may skip it whether or not it is where the node's catalogue belongs: no section begins in
+    a remembered catalogue (each was found inside one section), nor runs over its edges (the `": [`
+    before it and the `\n     ]` after it are not part of a section's first line)."""
+    found = raw.find(_NODE_EXTENSIONS, 0, _CATALOGUE_WITHIN)
+    if found < 0:
+        return None
+    body = found + len(_NODE_EXTENSIONS) - 1
+    for catalogue in _catalogues:
+        end = body + len(catalogue)
+        if raw.startswith(catalogue, body) and raw.startswith(_NODE_EXTENSIONS_END, end):
+            return body, end
+    return None
+
+
+def _catalogue_end(raw: bytes, body: int, stop: int, remembered: tuple[int, int] | None = None) -> int:
     """Where the `\n     ]` closing the catalogue begins, if no `\n    }` (the node's end) comes first;
     else -1. Neither can begin inside the other or straddle the catalogue's end: each has its only
-    newline first, where the other has a space or a bracket."""
+    newline first, where the other has a space or a bracket. `remembered`: what _remembered_catalogue
+    found in this dump, so as not to compare it twice."""
     global _catalogues
+    if remembered is not None and remembered[0] == body and remembered[1] + len(_NODE_EXTENSIONS_END) <= stop:
+        return remembered[1]
     known = _catalogues
     for catalogue in known:
         end = body + len(catalogue)
