@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import rsa
 from harness.oddcerts import odd_certificate
 from harness.pki import concat_pem, make_intermediate, make_root, make_workload
@@ -178,10 +179,28 @@ def test_a_warning_while_describing_is_a_note_of_that_certificate_on_both_paths(
         assert seen(certs.parse_bundle(data)) == expected
 
 
+def test_a_leaf_is_kept_nowhere_and_its_chain_is_read_again() -> None:
+    root = make_root()
+    data = make_workload(root, "shop", "cart", chain=[root]).cert_pem
+    first = certs.parse_bundle(data)
+    assert [p.info["is_ca"] for p in first] == [False, True]
+    assert not certs._BUNDLES and len(certs._BLOCKS) == 1 and len(certs._DESCRIBED) == 1  # the root only
+    second = certs.parse_bundle(data)
+    assert second[0].cert is not first[0].cert and second[1].cert is first[1].cert
+    assert seen(second) == seen(first)
+    assert second[0].info is not first[0].info and second[0].notes is not first[0].notes
+    _clear()
+    # as a trust bundle (all CAs) it is kept whole
+    roots = concat_pem(root, make_intermediate(root))
+    assert seen(certs.parse_bundle(roots, "td")) == seen(slow_parse(roots, "td"))
+    assert list(certs._BUNDLES) == [(roots, "td")]
+
+
 def test_caches_stay_bounded() -> None:
     root = make_root()
     for index in range(certs._BUNDLE_CACHE_SIZE + 5):
         certs.parse_bundle(make_workload(root, "shop", f"sa{index}", chain=[root]).cert_pem)
+        certs.parse_bundle(make_intermediate(root, common_name=f"ca{index}").cert_pem)
         assert len(certs._BUNDLES) <= certs._BUNDLE_CACHE_SIZE
         assert len(certs._BLOCKS) <= certs._BUNDLE_CACHE_SIZE
         assert len(certs._DESCRIBED) <= certs._BUNDLE_CACHE_SIZE
@@ -192,6 +211,107 @@ def test_inline_bytes_of_a_bundle_read_the_same_on_both_paths() -> None:
     data = make_workload(root, "shop", "cart", chain=[root]).cert_pem
     decoded = certs.decode_inline({"inline_bytes": base64.b64encode(data).decode()})
     assert seen(certs.parse_bundle(decoded)) == seen(slow_parse(data))
+
+
+# -- _info: one pass over the extensions -------------------------------------------------------
+
+
+def old_info(cert: x509.Certificate) -> dict[str, Any]:
+    """`_info` as it was: each extension looked up by its class."""
+    import contextlib
+
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    uris: list[str] = []
+    dns: list[str] = []
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        uris = [str(u) for u in san.get_values_for_type(x509.UniformResourceIdentifier)]
+        dns = [str(d) for d in san.get_values_for_type(x509.DNSName)]
+    except x509.ExtensionNotFound:
+        pass
+    except ValueError:
+        pass
+    is_ca = False
+    with contextlib.suppress(x509.ExtensionNotFound, ValueError):
+        is_ca = bool(cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
+    key = cert.public_key()
+    if isinstance(key, rsa.RSAPublicKey):
+        key_desc = f"RSA {key.key_size}"
+    elif isinstance(key, ec.EllipticCurvePublicKey):
+        key_desc = f"EC {key.curve.name}"
+    else:
+        key_desc = type(key).__name__.removeprefix("_")
+    return {
+        "subject": cert.subject.rfc4514_string(),
+        "issuer": cert.issuer.rfc4514_string(),
+        "sans": {"uri": uris, "dns": dns},
+        "serial": certs.serial_text(cert.serial_number),
+        "not_before": certs.rfc3339(cert.not_valid_before_utc),
+        "not_after": certs.rfc3339(cert.not_valid_after_utc),
+        "fingerprint_sha256": certs.fingerprint(cert),
+        "is_ca": is_ca,
+        "self_signed": cert.subject == cert.issuer,
+        "key": key_desc,
+        "chain_verified": None,
+    }
+
+
+def test_info_reads_extensions_as_before() -> None:
+    import ipaddress
+
+    from cryptography.x509.oid import ExtensionOID
+
+    root = make_root()
+    mixed_san = x509.SubjectAlternativeName(
+        [
+            x509.DNSName("b.example"),
+            x509.UniformResourceIdentifier("spiffe://td/ns/a/sa/b"),
+            x509.IPAddress(ipaddress.ip_address("10.0.0.1")),
+            x509.RFC822Name("a@example.org"),
+            x509.DNSName("a.example"),
+            x509.UniformResourceIdentifier("https://example.org/"),
+        ]
+    )
+    broken_san = x509.UnrecognizedExtension(ExtensionOID.SUBJECT_ALTERNATIVE_NAME, b"\x05\x00")
+
+    def with_extensions(*extensions: Any) -> x509.Certificate:
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(ROOT_NAME)
+            .issuer_name(ROOT_NAME)
+            .public_key(root.key.public_key())
+            .serial_number(7)
+            .not_valid_before(NOW)
+            .not_valid_after(NOW + dt.timedelta(days=1))
+        )
+        for extension in extensions:
+            builder = builder.add_extension(extension, critical=False)
+        return builder.sign(root.key, hashes.SHA256())
+
+    unreadable = with_extensions(broken_san, x509.BasicConstraints(ca=True, path_length=None))
+    with pytest.raises(ValueError):
+        unreadable.extensions  # noqa: B018
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the zero serial
+        odd = [x509.load_pem_x509_certificate(odd_certificate(**kw)[0]) for kw in ({}, {"serial": 0})]
+    made = [
+        root.cert,
+        make_intermediate(root).cert,
+        make_workload(root, "shop", "cart").cert,
+        with_extensions(),
+        with_extensions(mixed_san),
+        with_extensions(mixed_san, x509.BasicConstraints(ca=True, path_length=1)),
+        with_extensions(x509.BasicConstraints(ca=False, path_length=None)),
+        unreadable,
+        *odd,
+        *(made.cert for case in cases("ec").values() for made in (*case.chain, *case.roots)),
+    ]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for cert in made:
+            assert certs._info(cert) == old_info(cert)
+            assert certs._info(cert, cert.fingerprint(hashes.SHA256())) == old_info(cert)
 
 
 # -- verify_chain: a verifier per (root, moment) ------------------------------------------------

@@ -154,21 +154,27 @@ def parse_bundle(data: bytes, trust_domain: str | None = None) -> list[ParsedCer
     key = (data, trust_domain)
     cached = _BUNDLES.get(key)
     if cached is None:
-        cached = _parse_clean_bundle(data, trust_domain)
-        if cached is None:
+        clean = _parse_clean_bundle(data, trust_domain)
+        if clean is None:
             notes: list[str] = []
             cached = [describe(c, trust_domain) for c in load_pem_bundle(data, notes)]
             if cached and notes:  # damaged blocks: told with the first certificate of the bundle
                 cached[0].notes[:0] = notes
+        elif all(shared for _, shared in clean):
+            cached = [parsed for parsed, _ in clean]
+        else:  # a workload chain: its leaf is new in every pod, so the bundle is not kept
+            return [_copy(parsed) if shared else parsed for parsed, shared in clean]
         _remember(_BUNDLES, key, cached)
     return [_copy(p) for p in cached]
 
 
-def _parse_clean_bundle(data: bytes, trust_domain: str | None) -> list[ParsedCert] | None:
+def _parse_clean_bundle(data: bytes, trust_domain: str | None) -> list[tuple[ParsedCert, bool]] | None:
     """`parse_bundle` of a bundle whose every block loads without a word from cryptography (what
-    sidecars carry), block by block through `_BLOCKS`; a new block is loaded and described under one
-    warnings capture. None (read it with `load_pem_bundle`, which says what is wrong) when a block is
-    truncated or damaged, or warns while loading: those warnings are notes of the bundle, not of a block."""
+    sidecars carry), block by block: CA certificates (the same in every pod) through `_BLOCKS`, a
+    new block loaded and described under one warnings capture. Each with whether it is shared with
+    a cache (hand out a copy) or new (handed out as is). None (read it with `load_pem_bundle`, which
+    says what is wrong) when a block is truncated or damaged, or warns while loading: those warnings
+    are notes of the bundle, not of a block."""
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes
 
@@ -179,22 +185,32 @@ def _parse_clean_bundle(data: bytes, trust_domain: str | None) -> list[ParsedCer
     for block in blocks:
         key = (block, trust_domain)
         parsed = _BLOCKS.get(key)
-        if parsed is None:
-            with _recording() as caught:
-                try:
-                    cert = x509.load_pem_x509_certificate(block)
-                except ValueError:
-                    return None
-                if caught:
-                    return None
-                digest = cert.fingerprint(hashes.SHA256())
-                described = _DESCRIBED.get((digest, trust_domain))
-                if described is None:  # what warns from here on is about this certificate
-                    info = _info(cert, digest)
-                    described = _described((digest, trust_domain), info, _as_notes(caught, []), trust_domain)
-            parsed = ParsedCert(info=described[0], cert=cert, notes=described[1])
+        if parsed is not None:
+            out.append((parsed, True))
+            continue
+        with _recording() as caught:
+            try:
+                cert = x509.load_pem_x509_certificate(block)
+            except ValueError:
+                return None
+            if caught:
+                return None
+            digest = cert.fingerprint(hashes.SHA256())
+            described = _DESCRIBED.get((digest, trust_domain))
+            if described is None:  # what warns from here on is about this certificate
+                info = _info(cert, digest)
+                notes = _as_notes(caught, [])
+        if described is None and not info["is_ca"]:  # a leaf: new in every pod, kept nowhere
+            if trust_domain is not None:
+                info["trust_domain"] = trust_domain
+            out.append((ParsedCert(info=info, cert=cert, notes=notes), False))
+            continue
+        if described is None:
+            described = _described((digest, trust_domain), info, notes, trust_domain)
+        parsed = ParsedCert(info=described[0], cert=cert, notes=described[1])
+        if described[0]["is_ca"]:
             _remember(_BLOCKS, key, parsed)
-        out.append(parsed)
+        out.append((parsed, True))
     return out
 
 
@@ -240,20 +256,24 @@ def _info(cert: x509.Certificate, digest: bytes | None = None) -> dict[str, Any]
 
     uris: list[str] = []
     dns: list[str] = []
+    is_ca: bool | None = None
     try:
-        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-        for name in san:  # one pass for both kinds, each in its order
-            if isinstance(name, x509.UniformResourceIdentifier):
-                uris.append(str(name.value))
-            elif isinstance(name, x509.DNSName):
-                dns.append(str(name.value))
-    except x509.ExtensionNotFound:
-        pass
+        extensions = list(cert.extensions)
     except ValueError:  # a malformed extension must not hide the rest of the certificate
-        pass
-    is_ca = False
-    with contextlib.suppress(x509.ExtensionNotFound, ValueError):
-        is_ca = bool(cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
+        extensions = []
+    # One pass over the extensions, the first of each kind counting (as get_extension_for_class).
+    seen_san = False
+    for extension in extensions:
+        value = extension.value
+        if isinstance(value, x509.SubjectAlternativeName) and not seen_san:
+            seen_san = True
+            for name in value:  # both kinds, each in its order
+                if isinstance(name, x509.UniformResourceIdentifier):
+                    uris.append(str(name.value))
+                elif isinstance(name, x509.DNSName):
+                    dns.append(str(name.value))
+        elif isinstance(value, x509.BasicConstraints) and is_ca is None:
+            is_ca = bool(value.ca)
     key = cert.public_key()
     if isinstance(key, rsa.RSAPublicKey):
         key_desc = f"RSA {key.key_size}"
@@ -269,7 +289,7 @@ def _info(cert: x509.Certificate, digest: bytes | None = None) -> dict[str, Any]
         "not_before": rfc3339(cert.not_valid_before_utc),
         "not_after": rfc3339(cert.not_valid_after_utc),
         "fingerprint_sha256": fingerprint(cert) if digest is None else digest.hex(":").upper(),
-        "is_ca": is_ca,
+        "is_ca": bool(is_ca),
         "self_signed": cert.subject == cert.issuer,
         "key": key_desc,
         "chain_verified": None,
@@ -433,7 +453,7 @@ def _ambiguous(child: x509.Certificate, signer: x509.Certificate, roots: list[x5
     checks the signature only afterwards, against that one candidate. When another root has the same
     name, cannot be told apart and did not sign, whether Envoy accepts depends on the store's order."""
     for other in roots:
-        if other == signer or other.subject != signer.subject or _key_ids_differ(child, other):
+        if other is signer or other == signer or other.subject != signer.subject or _key_ids_differ(child, other):
             continue
         if not _issues(child, other):
             return (

@@ -88,8 +88,9 @@ def build(
         note("certificates", said)
     proxy.chain, proxy.roots = material.chain, material.roots
     model["secrets"] = material.summary
-    file_certs = file_certificates(sections)
-    if file_certs and not material.has_workload_secret:
+    # Only asked without a workload secret: a walk over every TLS context that a sidecar with one skips.
+    file_certs = "" if material.has_workload_secret else file_certificates(sections)
+    if file_certs:
         # Istio < 1.6 mounted the workload certificate from a Secret; the dump shows only the path.
         unknown("certificates", f"certificates are files ({file_certs}, Istio < 1.6): not in the dump, unknown")
     elif "secrets" in sections.seen:
