@@ -341,3 +341,97 @@ def test_verify_chain_with_warm_verifiers_answers_as_with_cold(key_type: str) ->
     for name, now in order + order:
         assert _verdict(all_cases[name], now) == cold[name, now], (name, now)
     assert 0 < len(certs._VERIFIERS) <= certs._VERIFIER_CACHE_SIZE
+
+
+# -- clusters: each name parsed once, static endpoints only for outbound clusters ---------------
+
+
+def old_normalize_clusters(clusters: list[Any], endpoints: dict[str, Any], notes: list[str]) -> list[dict[str, Any]]:
+    """`normalize_clusters` as it was: static endpoints of every cluster, every cluster normalized."""
+    from kubectl_mtls.normalize.clusters import _static_endpoints, normalize_cluster
+    from kubectl_mtls.normalize.keys import obj, text
+
+    endpoints = dict(endpoints)
+    for cluster in clusters:
+        name = text(cluster, "name")
+        if name not in endpoints and obj(cluster, "load_assignment"):
+            endpoints[name] = _static_endpoints(cluster)
+    out = [c for c in (normalize_cluster(cluster, endpoints, notes) for cluster in clusters) if c is not None]
+    out.sort(key=lambda c: (c["host"], c["port"] or 0, c["subset"]))
+    return out
+
+
+def _random_cluster(rng: random.Random) -> dict[str, Any]:
+    name = rng.choice(
+        [
+            "outbound|80||a.shop.svc.cluster.local",
+            "outbound|80|v1|a.shop.svc.cluster.local",
+            "outbound|9090||b.shop.svc.cluster.local",
+            "outbound|x||c.shop.svc.cluster.local",
+            "inbound|80||",
+            "inbound-vip|80|http|a.shop.svc.cluster.local",
+            "BlackHoleCluster",
+            "outbound|80|",
+            "",
+        ]
+    )
+    key = rng.choice(["name", "name", "Name"])
+    cluster: dict[str, Any] = {key: name} if rng.random() < 0.95 else {}
+    tls = {
+        "name": "envoy.transport_sockets.tls",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+            "sni": "outbound_.80_._.a.shop.svc.cluster.local",
+            "common_tls_context": {
+                "tls_certificate_sds_secret_configs": [{"name": rng.choice(["default", "other"])}],
+                "alpn_protocols": ["istio"],
+            },
+        },
+    }
+    sockets = [tls, {"name": "envoy.transport_sockets.raw_buffer"}, {"name": "envoy.transport_sockets.odd"}, {}]
+    if rng.random() < 0.4:
+        cluster["transport_socket_matches"] = [
+            {
+                "match": rng.choice([{"tlsMode": "istio"}, {}, {"tunnel": "http"}]),
+                "transport_socket": rng.choice(sockets),
+            }
+            for _ in range(rng.randrange(1, 4))
+        ]
+    elif rng.random() < 0.7:
+        cluster["transport_socket"] = rng.choice(sockets)
+    if rng.random() < 0.6:
+        cluster["load_assignment"] = {
+            "endpoints": [
+                {
+                    "lb_endpoints": [
+                        {"metadata": {"filter_metadata": {"envoy.transport_socket_match": {"tlsMode": mode}}}}
+                        for mode in rng.sample(["istio", "disabled", "istio"], rng.randrange(0, 3))
+                    ]
+                }
+            ]
+        }
+    if rng.random() < 0.3:
+        cluster["metadata"] = {
+            "filter_metadata": {"istio": {"config": "/apis/networking.istio.io/v1/namespaces/shop/destination-rule/a"}}
+        }
+    return cluster
+
+
+def test_clusters_normalize_as_before() -> None:
+    from kubectl_mtls.normalize.clusters import normalize_clusters
+
+    rng = random.Random(3)
+    modelled = noted = 0
+    for _ in range(1500):
+        clusters = [_random_cluster(rng) for _ in range(rng.randrange(0, 7))]
+        names = [c.get("name", "") for c in clusters]
+        endpoints = {n: [{"envoy.transport_socket_match": {"tlsMode": "istio"}}] for n in names if rng.random() < 0.3}
+        old_notes: list[str] = []
+        new_notes: list[str] = []
+        assert normalize_clusters(clusters, endpoints, new_notes) == old_normalize_clusters(
+            clusters, endpoints, old_notes
+        )
+        assert new_notes == old_notes
+        modelled += bool(old_normalize_clusters(clusters, endpoints, []))
+        noted += bool(old_notes)
+    assert modelled > 500 and noted > 100  # the inputs take every path

@@ -70,6 +70,16 @@ def normalize_cluster(
     parsed = parse_name(name)
     if parsed is None or parsed[0] != "outbound":
         return None
+    return _outbound_cluster(cluster, name, parsed, endpoints, notes)
+
+
+def _outbound_cluster(
+    cluster: JSON,
+    name: str,
+    parsed: tuple[str, int | None, str, str],
+    endpoints: dict[str, list[JSON]],
+    notes: list[str] | None,
+) -> dict[str, Any]:
     _, port, subset, host = parsed
     ctx: JSON | None = None
     hbone = False
@@ -132,12 +142,18 @@ def _static_endpoints(cluster: JSON) -> list[JSON]:
 def normalize_clusters(
     clusters: list[JSON], endpoints: dict[str, list[JSON]], notes: list[str] | None = None
 ) -> list[dict[str, Any]]:
-    # Without EDS in the dump, a cluster's own load_assignment still says which endpoints get mTLS.
-    endpoints = dict(endpoints)
+    # Only outbound clusters are modelled, and only they look their endpoints up: each name read once.
+    outbound = []
     for cluster in clusters:
         name = text(cluster, "name")
+        parsed = parse_name(name)
+        if parsed is not None and parsed[0] == "outbound":
+            outbound.append((cluster, name, parsed))
+    # Without EDS in the dump, a cluster's own load_assignment still says which endpoints get mTLS.
+    endpoints = dict(endpoints)
+    for cluster, name, _ in outbound:
         if name not in endpoints and obj(cluster, "load_assignment"):
             endpoints[name] = _static_endpoints(cluster)
-    out = [c for c in (normalize_cluster(cluster, endpoints, notes) for cluster in clusters) if c is not None]
+    out = [_outbound_cluster(cluster, name, parsed, endpoints, notes) for cluster, name, parsed in outbound]
     out.sort(key=lambda c: (c["host"], c["port"] or 0, c["subset"]))
     return out
