@@ -8,9 +8,10 @@ import re
 
 _PEM_KEY = re.compile(rb"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----")
 _BASE64_RUN = re.compile(rb"[A-Za-z0-9+/_-]{60,}={0,2}")
-# The run's alphabet as one byte and everything else as another: a run of 60 is then found by a plain
-# substring search, where the regex tries (and fails) at every position of every shorter word.
-_RUN_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/_-"
+# The run's alphabet, and the escaped or real newlines a run is joined across, as one byte and everything
+# else as another: whether a run of 60 can exist is then a plain substring search, where the regex tries
+# (and fails) at every position of every shorter word.
+_RUN_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/_-\\\n"
 _RUN_MASK = bytes(ord("a") if byte in _RUN_ALPHABET else ord(" ") for byte in range(256))
 _RUN_START = b"a" * 60
 _JSON_ESCAPE = re.compile(rb"\\u([0-9a-fA-F]{4})")
@@ -76,20 +77,19 @@ def _in_bytes(data: bytes, depth: int) -> str | None:
         unescaped = _JSON_ESCAPE.sub(lambda m: chr(int(m.group(1), 16)).encode("utf-8", "replace"), data)
         if _PEM_KEY.search(unescaped.replace(b"\\n", b"\n")):
             return "a PEM private key (JSON-escaped)"
-    for match in _DER_START.finditer(data):
-        found = _der_key_at(data, match.start())
-        if found:
-            return found
+    if b"\x02" in data:  # every DER key start holds the version INTEGER's tag, 0x02
+        for match in _DER_START.finditer(data):
+            found = _der_key_at(data, match.start())
+            if found:
+                return found
     if depth == 0:
         return None
     import base64
     import binascii
 
-    joined = data.replace(b"\\n", b"").replace(b"\n", b"")
-    first = joined.translate(_RUN_MASK).find(_RUN_START)  # no match can start before the first such run
-    if first < 0:
+    if _RUN_START not in data.translate(_RUN_MASK):
         return None
-    for match in _BASE64_RUN.finditer(joined, first):
+    for match in _BASE64_RUN.finditer(data.replace(b"\\n", b"").replace(b"\n", b"")):
         run = match.group().replace(b"-", b"+").replace(b"_", b"/").rstrip(b"=")
         for shift in range(4):  # the run may start mid-quantum inside a longer string
             body = run[shift:]

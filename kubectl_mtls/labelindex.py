@@ -77,6 +77,7 @@ class LabeledIndex(Generic[T]):
         self._by_scope: dict[str, list[tuple[Any, T]]] = {}
         self._buckets: dict[tuple[str | None, str, str], list[tuple[Any, T]]] = {}
         self._odd: dict[str | None, list[tuple[Any, T]]] = {}  # labels that are not a map of strings
+        self._across_scopes = False  # the buckets of scope None (every scope), filed when first asked for
         for scope, labels, item in entries:
             entry = (labels, item)
             self._all.append(entry)
@@ -88,7 +89,14 @@ class LabeledIndex(Generic[T]):
                 continue
             for key, value in clean.items():
                 self._buckets.setdefault((scope, key, value), []).append(entry)
+
+    def _file_across_scopes(self) -> None:
+        # In insertion order, as if filed with the rest: a lookup across scopes is the rare one.
+        for entry in self._all:
+            clean = string_labels(entry[0] or {})
+            for key, value in (clean or {}).items():
                 self._buckets.setdefault((None, key, value), []).append(entry)
+        self._across_scopes = True
 
     def in_scope(self, scope: str | None) -> list[T]:
         """Every entry of `scope` (None: all), in insertion order."""
@@ -103,8 +111,14 @@ class LabeledIndex(Generic[T]):
         they never match, since a string selector value never equals anything else)."""
         if not selector:
             raise ValueError("an empty selector selects by the caller's rule, not the index's")
-        smallest = min((self._buckets.get((scope, k, v), []) for k, v in selector.items()), key=len)
-        picked = [entry for entry in smallest if subset_of(selector, entry[0])]
+        if scope is None and not self._across_scopes:
+            self._file_across_scopes()
+        if len(selector) == 1:  # every entry filed under the selector's one pair holds it
+            ((key, value),) = selector.items()
+            picked = self._buckets.get((scope, key, value), [])
+        else:
+            smallest = min((self._buckets.get((scope, k, v), []) for k, v in selector.items()), key=len)
+            picked = [entry for entry in smallest if subset_of(selector, entry[0])]
         odd = self._odd.get(scope)
         if odd and matches is not None:
             chosen = {id(entry) for entry in picked} | {id(entry) for entry in odd if matches(entry[0])}

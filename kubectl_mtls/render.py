@@ -81,16 +81,16 @@ def emit(
     _emit(data, output, query, table, stream)
 
 
-_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
-
-
 def _write(stream: Any, text: str) -> None:
-    if _LONE_SURROGATE.search(text):  # from a --query literal: shown escaped, never an encoding crash
+    try:
+        data = text.encode("utf-8")  # fails only on a lone surrogate: cheaper than searching for one
+    except UnicodeEncodeError:  # from a --query literal: shown escaped, never an encoding crash
         text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+        data = text.encode("utf-8", "replace")
     from .keymaterial import key_material
 
     # A key pasted into the input where a name or a note belongs would be printed with it: never.
-    found = key_material(text.encode("utf-8", "replace"))
+    found = key_material(data)
     if found:
         raise InputError(
             f"output withheld: it would show {found} found in the input; remove the key from the input"

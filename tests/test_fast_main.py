@@ -13,8 +13,10 @@
 from __future__ import annotations
 
 import base64
+import io
 import json
 import random
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -24,7 +26,7 @@ from cryptography.hazmat.primitives import serialization
 from harness.istioctl_double import go_tabwriter
 from harness.pki import make_root
 
-from kubectl_mtls import keymaterial
+from kubectl_mtls import keymaterial, render
 from kubectl_mtls.istio import destinationrule, peerauthn
 from kubectl_mtls.normalize import proxystatus
 from kubectl_mtls.sources import shapes
@@ -161,6 +163,7 @@ def _key_texts() -> list[bytes]:
     hexes = b"ab" * 30  # 60 characters of the alphabet that decode to nothing
     texts = [
         pem,
+        der,
         b64_pem,
         base64.b64encode(der),
         base64.urlsafe_b64encode(der),
@@ -188,6 +191,15 @@ def test_key_material_skip_answers_as_the_full_scan(monkeypatch: pytest.MonkeyPa
         slow = [keymaterial.key_material(text) for text in texts]
     assert fast == slow
     assert any(found and "base64" in found for found in fast) and None in fast
+    assert "a PKCS#8 private key (DER)" in fast
+
+
+@pytest.mark.parametrize("text", ["plain", "caf\u00e9 \u221a", "a \ud800 lone surrogate", "\udfff", "x\ud83d\ude00y"])
+def test_written_text_as_before_the_surrogate_search_went(text: str) -> None:
+    written = io.StringIO()
+    render._write(written, text)
+    old = text.encode("utf-8", "backslashreplace").decode("utf-8") if re.search("[\ud800-\udfff]", text) else text
+    assert written.getvalue() == old
 
 
 # -- DestinationRule hosts -------------------------------------------------------------------------------

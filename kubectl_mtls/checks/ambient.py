@@ -35,6 +35,8 @@ def _is_gateway(pod: dict[str, Any]) -> bool:
 
 
 def _enrolled_targets(ctx: Context) -> Iterator[tuple[dict[str, Any], str]]:
+    if not ctx.ambient.enrolment:  # a mesh of sidecars only: five checks need not visit every pod to see it
+        return
     for pod in ctx.targets:
         key = key_of(pod)
         why = ctx.ambient.enrolment.get(key)

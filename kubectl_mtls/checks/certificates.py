@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import base64
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from datetime import datetime
 from typing import Any
 
 from ..fixes import restart_command
@@ -20,13 +21,29 @@ YEAR = 365 * 86400.0
 
 
 
-def _sidecars(ctx: Context) -> Iterator[tuple[dict[str, Any], Proxy]]:
+def _sidecars(ctx: Context) -> list[tuple[dict[str, Any], Proxy]]:
     """Sidecars whose certificates were read (a dump without secrets, or with file-mounted
-    certificates, says nothing about them: named under `incomplete`, never reported missing)."""
-    for pod in ctx.targets:
-        proxy = ctx.proxy(pod)
-        if proxy is not None and proxy.knows("certificates"):
-            yield pod, proxy
+    certificates, says nothing about them: named under `incomplete`, never reported missing); found
+    once for the seven checks that read them."""
+
+    def read() -> list[tuple[dict[str, Any], Proxy]]:
+        pairs = ((pod, ctx.proxy(pod)) for pod in ctx.targets)
+        return [(pod, proxy) for pod, proxy in pairs if proxy is not None and proxy.knows("certificates")]
+
+    return ctx.derived("sidecars-with-certificates", read)
+
+
+def _times(ctx: Context) -> Callable[[str], datetime]:
+    """parse_rfc3339, each distinct timestamp once per run: the sidecars' certificates share a few, and
+    three checks read them."""
+    parsed: dict[str, datetime] = ctx.derived("certificate-times", dict)
+
+    def time_of(text: str) -> datetime:
+        if text not in parsed:
+            parsed[text] = parse_rfc3339(text)
+        return parsed[text]
+
+    return time_of
 
 
 def _remedy(ctx: Context, proxy: Proxy, istiod_hint: str) -> str:
@@ -111,9 +128,10 @@ istio-proxy logs; with an external CA such as istio-csr or SPIRE, that CA's stat
 """,
 )
 def cert_expired(ctx: Context) -> Iterator[Finding]:
+    time_of = _times(ctx)
     for _pod, proxy in _sidecars(ctx):
         for cert in proxy.model["certificates"]:
-            left = (parse_rfc3339(cert["not_after"]) - ctx.now).total_seconds()
+            left = (time_of(cert["not_after"]) - ctx.now).total_seconds()
             if left < 0:
                 yield finding(
                     "cert-expired",
@@ -147,9 +165,10 @@ How to fix: fix time synchronisation (NTP/chrony) on the nodes involved, then re
 """,
 )
 def cert_not_yet_valid(ctx: Context) -> Iterator[Finding]:
+    time_of = _times(ctx)
     for _, proxy in _sidecars(ctx):
         for cert in proxy.model["certificates"]:
-            ahead = (parse_rfc3339(cert["not_before"]) - ctx.now).total_seconds()
+            ahead = (time_of(cert["not_before"]) - ctx.now).total_seconds()
             if ahead > 0:
                 yield finding(
                     "cert-not-yet-valid",
@@ -263,11 +282,12 @@ certificate meanwhile.
 """,
 )
 def cert_expiring(ctx: Context) -> Iterator[Finding]:
+    time_of = _times(ctx)
     for _, proxy in _sidecars(ctx):
         if not proxy.model["certificates"]:
             continue
         leaf = proxy.model["certificates"][0]
-        start, end = parse_rfc3339(leaf["not_before"]), parse_rfc3339(leaf["not_after"])
+        start, end = time_of(leaf["not_before"]), time_of(leaf["not_after"])
         left = (end - ctx.now).total_seconds()
         lifetime = (end - start).total_seconds() or 1.0
         used = 1 - left / lifetime

@@ -5,10 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from ..istio import automtls, destinationrule
-from ..normalize import pod as podinfo
 from .base import Finding, check, finding
 from .context import Context, key_of
-from .traffic import ports_in_mode, service_fqdn
+from .traffic import client_namespaces, ports_in_mode, service_fqdn
 
 AREA = "traffic rules"
 
@@ -41,7 +40,7 @@ DISABLE to PERMISSIVE or STRICT (`kubectl edit peerauthentication NAME -n NS`).
 )
 def tls_to_plaintext_server(ctx: Context) -> Iterator[Finding]:
     rules = ctx.objects("destinationrules")
-    clients = sorted({key_of(p)[0] for p in ctx.pods if podinfo.has_envoy(p)})
+    clients = client_namespaces(ctx)
     by_service: dict[tuple[str, str], dict[int, list[str]]] = {}
     for svc in ctx.objects("services"):
         ports = ports_in_mode(ctx, svc, "DISABLE")

@@ -61,15 +61,22 @@ def _opted_out(pod: dict[str, Any]) -> str | None:
     return "sidecar.istio.io/inject=false" if str(value).lower() == "false" else None
 
 
-def _candidates(ctx: Context) -> Iterator[dict[str, Any]]:
-    for pod in ctx.targets:
-        ns = key_of(pod)[0]
-        spec = pod.get("spec") or {}
-        if ctx.exempt(ns) or not ctx.running(pod) or spec.get("hostNetwork"):
-            continue
-        if podinfo.is_gateway(pod):  # a gateway runs its own proxy: injection rules do not apply
-            continue
-        yield pod
+def _candidates(ctx: Context) -> list[dict[str, Any]]:
+    """Running target pods that injection applies to (found once for sidecar-missing and injection-disabled)."""
+
+    def find() -> list[dict[str, Any]]:
+        found = []
+        for pod in ctx.targets:
+            ns = key_of(pod)[0]
+            spec = pod.get("spec") or {}
+            if ctx.exempt(ns) or not ctx.running(pod) or spec.get("hostNetwork"):
+                continue
+            if podinfo.is_gateway(pod):  # a gateway runs its own proxy: injection rules do not apply
+                continue
+            found.append(pod)
+        return found
+
+    return ctx.derived("injection-candidates", find)
 
 
 @check(

@@ -19,6 +19,12 @@ def service_fqdn(svc: dict[str, Any]) -> str:
     return f"{name}.{ns}.svc.cluster.local"
 
 
+def client_namespaces(ctx: Context) -> list[str]:
+    """Namespaces with a sidecar pod, sorted: where the clients a DestinationRule applies to live (found
+    once for destinationrule-tls-conflict and tls-to-plaintext-server)."""
+    return ctx.derived("sidecar-namespaces", lambda: sorted({key_of(p)[0] for p in ctx.pods if podinfo.has_envoy(p)}))
+
+
 def ports_in_mode(ctx: Context, svc: dict[str, Any], mode: str) -> dict[int, list[str]]:
     """Service port -> the running sidecar pods behind it whose effective mode on the matching target port
     is `mode` (the workload-level mode, or a port-level exception). Gateways are left out: they take
@@ -75,7 +81,7 @@ def destinationrule_tls_conflict(ctx: Context) -> Iterator[Finding]:
     if not ctx.objects("destinationrules"):
         return
     rules = ctx.destination_rules
-    clients = sorted({key_of(p)[0] for p in ctx.pods if podinfo.has_envoy(p)})
+    clients = client_namespaces(ctx)
     seen: set[tuple[str, str, int, str, str]] = set()
     for svc in ctx.objects("services"):
         ports = ports_in_mode(ctx, svc, "STRICT")

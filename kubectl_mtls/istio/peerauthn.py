@@ -177,13 +177,22 @@ class Index:
         self._workload = SelectorIndex(workload)
         self._dropped = SelectorIndex(dropped)
         # Answers by namespace and the policies that match: the pods of one workload share one, and the
-        # policies it names live as long as the index, so their ids stay theirs.
+        # policies it names live as long as the index, so their ids stay theirs. The replicas of a
+        # workload have the same labels too: those find it without matching again.
         self._answers: dict[tuple[str, tuple[int, ...], tuple[int, ...]], Effective] = {}
+        self._by_labels: dict[tuple[str, tuple[tuple[str, str], ...]], Effective] = {}
 
     def effective(self, namespace: str, labels: dict[str, str]) -> Effective:
         """The inbound mTLS mode of a pod in `namespace` with `labels`, and which policies decide it.
         Pods with the same matching policies get the same answer object: read it, never change it."""
         labels = _string_labels(labels)
+        asked = (namespace, tuple(labels.items()))
+        known = self._by_labels.get(asked)
+        if known is None:
+            known = self._by_labels[asked] = self._matched(namespace, labels)
+        return known
+
+    def _matched(self, namespace: str, labels: dict[str, str]) -> Effective:
         dropped = self._dropped.matching("", labels)
         workload = self._workload.matching(namespace, labels)
         key = (namespace, tuple(map(id, dropped)), tuple(map(id, workload)))
