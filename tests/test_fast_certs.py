@@ -435,3 +435,68 @@ def test_clusters_normalize_as_before() -> None:
         modelled += bool(old_normalize_clusters(clusters, endpoints, []))
         noted += bool(old_notes)
     assert modelled > 500 and noted > 100  # the inputs take every path
+
+
+# -- TLS context and unknown socket in one walk -------------------------------------------------
+
+
+def _random_socket(rng: random.Random, depth: int = 0) -> Any:
+    if rng.random() < 0.08:
+        return rng.choice([None, "socket", [], {}])
+    socket: dict[str, Any] = {}
+    if rng.random() < 0.8:
+        socket[rng.choice(["name", "name", "Name"])] = rng.choice(
+            [
+                "envoy.transport_sockets.tls",
+                "envoy.transport_sockets.raw_buffer",
+                "envoy.transport_sockets.internal_upstream",
+                "envoy.transport_sockets.tap",
+                "",
+                7,
+            ]
+        )
+    if rng.random() < 0.85:
+        kind = rng.choice(
+            [
+                "UpstreamTlsContext",
+                "DownstreamTlsContext",
+                "RawBuffer",
+                "InternalUpstreamTransport",
+                "Tap",
+                "TcpStats",
+                "",
+            ]
+        )
+        config: Any = {"@type": f"type.googleapis.com/envoy.extensions.transport_sockets.x.v3.{kind}"}
+        if rng.random() < 0.1:
+            config["@type"] = rng.choice([None, 3, ""])
+        if depth < 3 and rng.random() < 0.5:
+            config[rng.choice(["transport_socket", "transportSocket"])] = _random_socket(rng, depth + 1)
+        if rng.random() < 0.3:
+            config["common_tls_context"] = {"alpn_protocols": ["istio"]}
+        socket[rng.choice(["typed_config", "typed_config", "typedConfig"])] = config if rng.random() < 0.95 else "x"
+    return socket
+
+
+def test_one_walk_answers_as_tls_context_and_unknown_socket() -> None:
+    from kubectl_mtls.normalize import tls
+    from kubectl_mtls.normalize.keys import obj
+
+    rng = random.Random(4)
+    told = understood = found = 0
+    for _ in range(5000):
+        socket = _random_socket(rng)
+        expected = (tls.tls_context(socket), tls.unknown_socket(socket))
+        assert tls.socket_tls(socket) == expected, socket
+        holder: dict[str, Any] = {}
+        if rng.random() < 0.8:
+            holder[rng.choice(["transport_socket", "transportSocket"])] = socket
+        if rng.random() < 0.3:
+            holder[rng.choice(["tls_context", "tlsContext"])] = rng.choice([{"sni": "a"}, {}, "x"])
+        either = (tls.cluster_tls_context(holder), tls.unknown_socket(obj(holder, "transport_socket")))
+        assert tls.chain_tls_context(holder) == either[0]
+        assert tls.transport_tls(holder) == either, holder
+        told += expected[1] is not None
+        understood += expected[1] is None
+        found += expected[0] is not None
+    assert told > 500 and understood > 500 and found > 500  # the inputs take every path

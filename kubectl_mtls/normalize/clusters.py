@@ -6,7 +6,7 @@ import re
 from typing import Any
 
 from .keys import JSON, items, obj, text
-from .tls import alpn, certificate_names, cluster_tls_context, tls_context, unknown_socket, validation
+from .tls import alpn, certificate_names, socket_tls, transport_tls, validation
 
 # `metadata.filter_metadata.istio.config` names the DestinationRule Istio applied.
 # Istio <= 1.5 wrote `/apis/networking/v1alpha3/...` (group without its domain).
@@ -91,21 +91,19 @@ def _outbound_cluster(
             if criteria.get("tunnel") == "http":
                 hbone = True
                 continue
-            strange = unknown_socket(obj(match, "transport_socket"))
+            found, strange = socket_tls(obj(match, "transport_socket"))
             if strange:
                 mode = "UNKNOWN"
                 if notes is not None:
                     notes.append(f"cluster {name}: transport socket {strange} not understood: TLS mode unknown")
                 break
-            found = tls_context(obj(match, "transport_socket"))
             if found is not None and ctx is None:
                 ctx = found
                 # autoMtls: TLS only to endpoints labelled tlsMode=istio, plaintext to the rest
                 mode = "AUTO" if criteria.get("tlsMode") == "istio" else _tls_mode(found)
     else:
-        ctx = cluster_tls_context(cluster)
+        ctx, strange = transport_tls(cluster)
         mode = "DISABLE" if ctx is None else _tls_mode(ctx)
-        strange = unknown_socket(obj(cluster, "transport_socket"))
         if strange:
             mode = "UNKNOWN"
             if notes is not None:

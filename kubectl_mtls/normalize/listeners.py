@@ -12,7 +12,7 @@ from typing import Any
 
 from .keys import JSON, field, items, obj, text
 from .rbac import chain_authz
-from .tls import alpn, chain_tls_context, require_client_certificate, unknown_socket, validation
+from .tls import alpn, require_client_certificate, transport_tls, validation
 
 VIRTUAL_INBOUND = "virtualInbound"
 BLACKHOLE_PORT = 15006  # virtualInbound's own port; its chain only drops loops
@@ -96,8 +96,7 @@ def normalize_inbound(listeners: list[JSON], notes: list[str] | None = None) -> 
             if name not in entry["filter_chains"]:
                 entry["filter_chains"].append(name)
             transport = text(obj(chain, "filter_chain_match"), "transport_protocol")
-            ctx = chain_tls_context(chain)
-            strange = unknown_socket(obj(chain, "transport_socket"))
+            ctx, strange = transport_tls(chain)
             if strange:
                 entry["unknown"] = True
                 if notes is not None:

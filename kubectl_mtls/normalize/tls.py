@@ -46,6 +46,35 @@ def unknown_socket(socket: Any) -> str | None:
     return name or kind or "(unnamed)"
 
 
+def socket_tls(socket: Any) -> tuple[JSON | None, str | None]:
+    """(`tls_context(socket)`, `unknown_socket(socket)`) in one walk: every cluster and filter chain
+    asks both of the same socket."""
+    if not isinstance(socket, dict) or not socket:
+        return None, None
+    config = obj(socket, "typed_config")
+    kind = type_name(config)
+    name = text(socket, "name")
+    if kind in ("UpstreamTlsContext", "DownstreamTlsContext") or name == TLS_SOCKET:
+        return config, None
+    inner = obj(config, "transport_socket")
+    if kind == "RawBuffer" or name == RAW_BUFFER:  # understood: plaintext (unless it wraps TLS)
+        return tls_context(inner), None
+    if inner:
+        return socket_tls(inner)
+    if kind == "InternalUpstreamTransport" or name == INTERNAL_UPSTREAM:
+        return None, None  # no inner socket: plaintext to the internal listener
+    return None, name or kind or "(unnamed)"
+
+
+def transport_tls(holder: JSON) -> tuple[JSON | None, str | None]:
+    """A cluster's or filter chain's (TLS context, transport socket not understood): what
+    `cluster_tls_context` / `chain_tls_context` and `unknown_socket` of its socket answer."""
+    socket = obj(holder, "transport_socket")
+    if socket:
+        return socket_tls(socket)
+    return obj(holder, "tls_context") or None, None
+
+
 def cluster_tls_context(cluster: JSON) -> JSON | None:
     """A cluster's UpstreamTlsContext: its transport socket, or Envoy v2's deprecated `tls_context`
     field (Istio <= 1.5 dumps), which is the same message without the socket around it."""
