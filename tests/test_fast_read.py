@@ -490,3 +490,47 @@ def test_a_catalogue_far_from_the_start_is_searched_as_before() -> None:
     assert dump._catalogues and dump._remembered_catalogue(raw) is None
     assert fast_node(raw) == expected_node(doc)
     assert model(raw) == model(orjson.dumps(doc))
+
+
+@pytest.mark.parametrize(
+    ("find", "replace"),
+    [
+        (b"\n    },\n    {\n", b"\n    },\n\n    {\n"),  # a blank line between two listeners
+        # the end of the listener before the inbound one, one space out: cut together, they do not parse
+        (b'\n    },\n    {\n     "name": "virtualInbound"', b'\n   },\n    {\n     "name": "virtualInbound"'),
+        (b"\n    }\n   ]", b"\n    }\n    ]"),  # the list's end one space out
+    ],
+    ids=["blank-line", "item-end-indent", "list-end-indent"],
+)
+def test_listeners_not_in_envoys_layout_take_the_full_parse(find: bytes, replace: bytes) -> None:
+    doc = listeners_doc()
+    start = pretty(doc).find(b'"dynamic_listeners"')
+    raw = pretty(doc)
+    at = raw.find(find, start)
+    assert at > 0
+    raw = raw[:at] + replace + raw[at + len(find) :]
+    assert orjson.loads(raw) == doc
+    assert dump._split_pretty(dump.Sections(), raw) is False
+    assert model(raw) == model(orjson.dumps(doc))
+
+
+def test_an_empty_list_of_listeners_is_read_as_the_full_parse() -> None:
+    doc = listeners_doc()
+    section(doc, "ListenersConfigDump")["static_listeners"] = []
+    fast, full = both(doc)
+    assert [item["name"] for item in fast.listeners] == ["virtualInbound"]
+    assert fast.listener_errors == full.listener_errors
+    assert model(pretty(doc)) == model(orjson.dumps(doc))
+
+
+def test_outbound_listeners_cut_together_are_still_skipped() -> None:
+    """Two outbound listeners taken as one (the first one's end not in Envoy's layout) hold nothing the
+    model reads either: skipped, as each would be."""
+    doc = listeners_doc()
+    raw = pretty(doc)
+    first = raw.find(b"\n    },\n    {\n", raw.find(b'"dynamic_listeners"'))
+    changed = raw[:first] + b"\n   },\n    {\n" + raw[first + len(b"\n    },\n    {\n") :]
+    assert orjson.loads(changed) == doc
+    fast = dump.Sections()
+    assert dump._split_pretty(fast, changed) is True
+    assert fast == both(doc)[0]

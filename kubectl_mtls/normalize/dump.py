@@ -236,9 +236,12 @@ def _parse(raw: bytes | memoryview, what: str) -> Any:
 # Anything not in exactly that shape goes through the plain full parse instead.
 _SECTION = b'\n  {\n   "@type": "type.googleapis.com/envoy.admin.v3.'
 _SECTION_NAME = re.compile(rb'(\w+)"')
-# One scan for both: a list of the section (`\n   "name": [`) and an edge of one of its items (`\n    {`
-# or `\n    }`). Neither can begin inside the other: each has its only newline first.
-_LIST_OR_EDGE = re.compile(rb'\n   (?:"(\w+)": \[| ([{}]))')
+# A list of the section and its first item: `\n   "name": [\n    {`. Its items are then found by their
+# ends (`\n    }`), each followed by the next (`,\n    {`) or the list's end (`\n   ]`).
+_LIST_START = re.compile(rb'\n   "(\w+)": \[\n    \{')
+_ITEM_END = b"\n    }"
+_NEXT_ITEM = b",\n    {"
+_LIST_END = b"\n   ]"
 _SKIPPED = (b"RoutesConfigDump", b"ScopedRoutesConfigDump", b"EcdsConfigDump")
 # Cut into items only where items are skipped: every cluster and endpoint is read, so those sections are
 # parsed whole (cutting them cost more than parsing).
@@ -349,18 +352,23 @@ def _add_bootstrap_node(
 
 
 _CATALOGUE_WITHIN = 64 * 1024  # of a dump's start: the node's own fields come before it
+_NODE_END_OR_EXTENSIONS = re.compile(rb'\n    }|\n     "extensions": \[\n')
 
 
 def _remembered_catalogue(raw: bytes) -> tuple[int, int] | None:
     """(start, end) of a remembered catalogue near the start of a dump, if there is one. Scanning for
     sections may skip it whether or not it is where the node's catalogue belongs: no section begins in
     a remembered catalogue (each was found inside one section), nor runs over its edges (the `": [`
-    before it and the `\n     ]` after it are not part of a section's first line)."""
-    found = raw.find(_NODE_EXTENSIONS, 0, _CATALOGUE_WITHIN)
-    if found < 0:
+    before it and the `\n     ]` after it are not part of a section's first line). Looked for up to
+    the first `\n    }` (in Envoy's layout, the node's end), so a node without one costs little."""
+    known = _catalogues
+    if not known:
         return None
-    body = found + len(_NODE_EXTENSIONS) - 1
-    for catalogue in _catalogues:
+    found = _NODE_END_OR_EXTENSIONS.search(raw, 0, _CATALOGUE_WITHIN)
+    if found is None or found.end() - found.start() != len(_NODE_EXTENSIONS):
+        return None
+    body = found.end() - 1
+    for catalogue in known:
         end = body + len(catalogue)
         if raw.startswith(catalogue, body) and raw.startswith(_NODE_EXTENSIONS_END, end):
             return body, end
@@ -388,27 +396,30 @@ def _catalogue_end(raw: bytes, body: int, stop: int, remembered: tuple[int, int]
 
 
 def _add_itemized(out: Sections, raw: bytes, view: memoryview, kind: bytes, start: int, stop: int) -> None:
+    """The items of a section's lists that the model reads. Only the lines that end items and lists
+    are looked for (bytes.find, not a regex scan of every line); anything around them not in Envoy's
+    layout is a ValueError: the full parse. An item that is kept must parse as one object, so a cut in
+    the wrong place is never read as a listener; one that is skipped holds none of the words the model
+    reads a listener for."""
     router = _router(out)
     items_by_key: dict[str, list[Any]] = {}
-    owner: str | None = None  # the list the item being read is in
-    latest: str | None = None  # the last list seen
-    opened = -1
-    for edge in _LIST_OR_EDGE.finditer(raw, start, stop):
-        name, brace = edge.groups()
-        if name is not None:
-            latest = name.decode()
-            continue
-        if brace == b"{":
-            opened, owner = edge.start() + 1, latest
-            continue
-        if opened < 0:
-            raise ValueError("unbalanced item")
-        close = edge.end()
+    at = start
+    while (found := _LIST_START.search(raw, at, stop)) is not None:
+        owner = found.group(1).decode()
         if owner not in _ITEMIZED[kind]:
             raise ValueError(f"unexpected list {owner}")
-        if owner == "dynamic_listeners" and not router and not _inbound_or_failed(raw, opened, close):
-            opened = -1
-            continue
-        items_by_key.setdefault(owner, []).append(orjson.loads(view[opened:close]))
-        opened = -1
+        opened = found.end() - 1
+        while True:
+            end = raw.find(_ITEM_END, opened, stop) + len(_ITEM_END)
+            if end < len(_ITEM_END):
+                raise ValueError("unended item")
+            if owner != "dynamic_listeners" or router or _inbound_or_failed(raw, opened, end):
+                items_by_key.setdefault(owner, []).append(orjson.loads(view[opened:end]))
+            if raw.startswith(_NEXT_ITEM, end, stop):
+                opened = end + len(_NEXT_ITEM) - 1
+            elif raw.startswith(_LIST_END, end, stop):
+                at = end + len(_LIST_END)
+                break
+            else:
+                raise ValueError("not Envoy's layout")
     _add_section(out, {"@type": f"type.googleapis.com/envoy.admin.v3.{kind.decode()}", **items_by_key})
