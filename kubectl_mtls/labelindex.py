@@ -28,9 +28,10 @@ def string_labels(labels: Any) -> dict[str, str] | None:
     """`labels` when it is a map of strings to strings, else None (compare such an entry the slow way)."""
     if not isinstance(labels, dict):
         return None
-    if all(isinstance(k, str) and isinstance(v, str) for k, v in labels.items()):
-        return labels
-    return None
+    for key, value in labels.items():  # a loop: all() over a generator costs twice as much here
+        if not (isinstance(key, str) and isinstance(value, str)):
+            return None
+    return labels
 
 
 def subset_of(selector: dict[str, str], labels: dict[str, str]) -> bool:
@@ -49,23 +50,28 @@ class SelectorIndex(Generic[T]):
     def __init__(self, entries: Iterable[tuple[str, dict[str, str], T]]) -> None:
         listed = list(entries)
         counts = Counter((scope, pair) for scope, selector, _ in listed for pair in selector.items())
-        self._buckets: dict[tuple[str, str, str], list[tuple[int, dict[str, str], T]]] = {}
+        # scope -> (key, value) -> entries: a scope without selectors costs a lookup, not one per label
+        self._buckets: dict[str, dict[tuple[str, str], list[tuple[int, dict[str, str], T]]]] = {}
         self._everything: dict[str, list[tuple[int, dict[str, str], T]]] = {}
         for order, (scope, selector, item) in enumerate(listed):
             if not selector:
                 self._everything.setdefault(scope, []).append((order, selector, item))
                 continue
-            key, value = min(selector.items(), key=lambda pair: (counts[(scope, pair)], pair))
-            self._buckets.setdefault((scope, key, value), []).append((order, selector, item))
+            pair = min(selector.items(), key=lambda pair: (counts[(scope, pair)], pair))
+            self._buckets.setdefault(scope, {}).setdefault(pair, []).append((order, selector, item))
 
     def matching(self, scope: str, labels: dict[str, str]) -> list[T]:
         """Entries of `scope` whose selector the labels satisfy, in insertion order."""
         found = list(self._everything.get(scope, ()))
-        for key, value in labels.items():
-            for entry in self._buckets.get((scope, key, value), ()):
-                if subset_of(entry[1], labels):
-                    found.append(entry)
-        found.sort(key=lambda entry: entry[0])
+        buckets = self._buckets.get(scope)
+        if buckets:
+            for pair in labels.items():
+                for entry in buckets.get(pair, ()):
+                    # A selector of one pair is the pair it is filed under, which the labels hold.
+                    if len(entry[1]) == 1 or subset_of(entry[1], labels):
+                        found.append(entry)
+        if len(found) > 1:
+            found.sort(key=lambda entry: entry[0])
         return [item for _, _, item in found]
 
 

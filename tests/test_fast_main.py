@@ -7,7 +7,8 @@
 * `istio.destinationrule._Pool.best_host` and `Index.namespaces_of_note`: the wildcard lengths a pool
   holds against a try of every suffix of the name;
 * `normalize.proxystatus._from_table`: the header read once against the per-row reading before it;
-* `istio.peerauthn.Index.effective`: answers kept per set of matching policies against a scan.
+* `istio.peerauthn.Index.effective`: answers kept per set of matching policies against a scan;
+* `commands.check`: the cyclic collector, paused for a scan, is given back as it was found.
 """
 
 from __future__ import annotations
@@ -358,3 +359,27 @@ def test_shared_effective_answers_equal_a_scan() -> None:
             if all(isinstance(v, str) for v in pod_labels.values()):
                 shared += index.effective(ns, extra) is first
     assert shared  # answers were shared between label sets that select the same policies
+
+
+# -- the collector paused for a scan, and given back -----------------------------------------------------
+@pytest.mark.parametrize("enabled", [True, False])
+@pytest.mark.parametrize("snapshot", ["examples/rotation", "no/such/snapshot"])
+def test_scan_gives_the_collector_back_as_it_found_it(
+    enabled: bool, snapshot: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import gc
+
+    from kubectl_mtls import cli
+
+    was = gc.isenabled()
+    try:
+        (gc.enable if enabled else gc.disable)()
+        code = cli.main(["check", "-A", "--snapshot", str(REPO / snapshot), "-o", "json"])
+        assert gc.isenabled() is enabled
+    finally:
+        (gc.enable if was else gc.disable)()
+    out, err = capsys.readouterr()
+    if snapshot == "examples/rotation":
+        assert json.loads(out)["findings"] and code in (0, 1)
+    else:
+        assert code == 2 and err.startswith("error: snapshot")

@@ -154,8 +154,6 @@ def _ignored(finding: dict[str, Any], rules: list[str], ctx: Any) -> bool:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..checks.context import Context, Options, key_of
-
     if args.target == "pair":
         from .pair import run_pair
 
@@ -171,6 +169,24 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError(f"--ignore {rule}: name the object after ':' (NAMESPACE/NAME), or drop the ':'")
         if rule.partition(":")[0] not in known:
             raise UsageError(f"--ignore {rule}: no check named {rule.partition(':')[0]!r} (see kubectl mtls explain)")
+    import gc
+
+    # A scan keeps every object it lists and every model it builds until it prints, and they hold no
+    # reference cycles: the cyclic collector would only walk the freshly parsed pods and objects again
+    # and again while they are listed, and the checks' own allocations after. Paused for the scan, as
+    # gather.proxies pauses it for the loading; whatever cycle a scan leaves is collected once it is over.
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        return _scan(args, checks)
+    finally:
+        if collecting:
+            gc.enable()
+
+
+def _scan(args: argparse.Namespace, checks: list[Check]) -> int:
+    from ..checks.context import Context, Options, key_of
+
     source = open_source(args)
     scope = _scope(args, source)
     scope.selector = args.selector

@@ -232,7 +232,7 @@ class AmbientMesh:
             why = podinfo.ambient_enrolment(pod, namespace_labels.get(ns))
             if why is not None:
                 self.enrolment[(ns, name)] = why
-        wanted = [p for p in targets if podinfo.name_of(p) in self.enrolment]
+        wanted = [p for p in targets if podinfo.name_of(p) in self.enrolment] if self.enrolment else []
         if not wanted:  # no ambient pod to judge: no ztunnel call
             return
         self.views = self.reader.views()
