@@ -8,6 +8,7 @@
   holds against a try of every suffix of the name;
 * `normalize.proxystatus._from_table`: the header read once against the per-row reading before it;
 * `istio.peerauthn.Index.effective`: answers kept per set of matching policies against a scan;
+* `checks.traffic.ports_in_mode`: the Service port modes worked out once against a scan;
 * `commands.check`: the cyclic collector, paused for a scan, is given back as it was found.
 """
 
@@ -19,6 +20,7 @@ import json
 import random
 import re
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -383,3 +385,41 @@ def test_scan_gives_the_collector_back_as_it_found_it(
         assert json.loads(out)["findings"] and code in (0, 1)
     else:
         assert code == 2 and err.startswith("error: snapshot")
+
+
+# -- Service port modes worked out once for three checks -----------------------------------------------------
+@pytest.mark.parametrize("seed", range(4))
+def test_ports_in_mode_from_the_shared_table_equal_a_scan(tmp_path: Path, seed: int) -> None:
+    from test_scale_indexes import context_of, random_pa, random_pod, random_service
+
+    from kubectl_mtls.checks.context import Scope, key_of, target_port
+    from kubectl_mtls.checks.traffic import ports_in_mode
+    from kubectl_mtls.normalize import pod as podinfo
+
+    rng = random.Random(70 + seed)
+    services = [random_service(rng, i) for i in range(25)]
+    for svc in services:  # named and numbered target ports
+        svc["spec"]["ports"] = [{"port": 80, "targetPort": rng.choice([8080, "http", "8080"])}, {"port": 81}]
+    objects = {
+        "pods": [random_pod(rng, i) for i in range(60)],
+        "services": services,
+        "peerauthentications": [random_pa(rng) for _ in range(25)],
+    }
+    ctx = context_of(tmp_path, objects, Scope(None))
+
+    def scan(svc: dict[str, Any], mode: str) -> dict[int, list[str]]:
+        out: dict[int, list[str]] = {}
+        pods = [p for p in ctx.pods_of(svc) if podinfo.has_envoy(p) and ctx.running(p) and not podinfo.is_gateway(p)]
+        for port in svc["spec"]["ports"]:
+            if isinstance(port.get("port"), int):
+                for pod in pods:
+                    if ctx.effective(pod).mode_for(target_port(port, pod)) == mode:
+                        out.setdefault(port["port"], []).append("/".join(key_of(pod)))
+        return out
+
+    for mode in ("STRICT", "DISABLE", "PERMISSIVE", "STRICT"):  # the second STRICT: from the table
+        for svc in ctx.objects("services"):
+            assert ports_in_mode(ctx, svc, mode) == scan(svc, mode)
+            stranger = _copy(svc)  # not one of the listed Services: worked out for itself
+            stranger["spec"]["ports"] = [{"port": 443, "targetPort": 8080}]
+            assert ports_in_mode(ctx, stranger, mode) == scan(stranger, mode)

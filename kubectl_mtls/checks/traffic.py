@@ -41,9 +41,12 @@ def ports_in_mode(ctx: Context, svc: dict[str, Any], mode: str) -> dict[int, lis
 def _port_modes(ctx: Context, svc: dict[str, Any]) -> list[tuple[int, list[tuple[str, str]]]]:
     """(Service port, [(pod, its mode on the target port)]) for ports_in_mode, worked out once per
     Service: three checks ask for STRICT or DISABLE ports of the same Services."""
-    known: dict[int, list[tuple[int, list[tuple[str, str]]]]] = ctx.derived("service-port-modes", dict)
-    if id(svc) in known:  # a Service of ctx.objects, alive as long as the cache
-        return known[id(svc)]
+    # By id, with the Service kept: while the cache lives its id cannot name another object.
+    known: dict[int, tuple[dict[str, Any], list[tuple[int, list[tuple[str, str]]]]]] = ctx.derived(
+        "service-port-modes", dict
+    )
+    if id(svc) in known and known[id(svc)][0] is svc:
+        return known[id(svc)][1]
     out: list[tuple[int, list[tuple[str, str]]]] = []
     pods = [p for p in ctx.pods_of(svc) if podinfo.has_envoy(p) and ctx.running(p) and not podinfo.is_gateway(p)]
     for port in (svc.get("spec") or {}).get("ports") or []:
@@ -52,7 +55,7 @@ def _port_modes(ctx: Context, svc: dict[str, Any]) -> list[tuple[int, list[tuple
             continue
         modes = [("/".join(key_of(pod)), ctx.effective(pod).mode_for(target_port(port, pod))) for pod in pods]
         out.append((number, modes))
-    known[id(svc)] = out
+    known[id(svc)] = (svc, out)
     return out
 
 
