@@ -14,10 +14,11 @@ import orjson
 import pytest
 from conftest import REPO
 
-from kubectl_mtls.errors import InputError, NotFoundError
+from kubectl_mtls.errors import InputError, NotFoundError, UsageError
 from kubectl_mtls.normalize import dump, keys
 from kubectl_mtls.normalize.proxy import build
 from kubectl_mtls.sources import snapshot
+from kubectl_mtls.sources.names import path_component
 
 EXAMPLE = REPO / "examples" / "rotation" / "proxies" / "shop"
 NOW = dt.datetime(2027, 1, 1, tzinfo=dt.UTC)
@@ -534,3 +535,16 @@ def test_outbound_listeners_cut_together_are_still_skipped() -> None:
     fast = dump.Sections()
     assert dump._split_pretty(fast, changed) is True
     assert fast == both(doc)[0]
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["app-1", "a", ".", "..", "...", "", "a/b", "a\\b", "a\0", "a?b", "a#b", "a%b", "ns.x", "x" * 253, "x" * 254, "ü"],
+)
+def test_path_components_refused_as_spelt_out(name: str) -> None:
+    refused = not name or name in (".", "..") or any(c in name for c in "/\\\0?#%") or len(name) > 253
+    if refused:
+        with pytest.raises(UsageError, match="invalid pod name"):
+            path_component(name, "pod")
+    else:
+        assert path_component(name, "pod") == name
