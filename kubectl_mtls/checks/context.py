@@ -474,7 +474,7 @@ def target_port(service_port: dict[str, Any], pod: dict[str, Any]) -> int | None
     target = service_port.get("targetPort", service_port.get("port"))
     if isinstance(target, int):
         return target
-    if isinstance(target, str) and target.isdigit():
+    if isinstance(target, str) and target.isascii() and target.isdigit():
         return int(target)
     for container in (pod.get("spec") or {}).get("containers") or []:
         for port in container.get("ports") or []:

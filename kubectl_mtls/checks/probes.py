@@ -17,7 +17,7 @@ PROBES = ("livenessProbe", "readinessProbe", "startupProbe")
 def _port(value: Any, container: dict[str, Any]) -> int | None:
     if isinstance(value, int):
         return value
-    if isinstance(value, str) and value.isdigit():
+    if isinstance(value, str) and value.isascii() and value.isdigit():
         return int(value)
     for port in container.get("ports") or []:
         if port.get("name") == value and isinstance(port.get("containerPort"), int):

@@ -45,7 +45,7 @@ def metrics_scrape_strict(ctx: Context) -> Iterator[Finding]:
         if str(annotations.get("prometheus.io/scrape", "")).lower() != "true":
             continue
         value = str(annotations.get("prometheus.io/port", ""))
-        if not value.isdigit() or int(value) in AGENT_PORTS:
+        if not (value.isascii() and value.isdigit()) or int(value) in AGENT_PORTS:
             continue
         port = int(value)
         if not intercepted(pod, port) or ctx.effective(pod).mode_for(port) != "STRICT":

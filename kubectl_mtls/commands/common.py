@@ -19,7 +19,7 @@ _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
 def parse_duration(value: str) -> float:
     """kubectl's --request-timeout: a bare integer is seconds, else a Go duration (1m30s); 0 = none."""
     text = value.strip()
-    if text.isdigit():
+    if text.isascii() and text.isdigit():
         return float(text)
     pos, total = 0, 0.0
     for match in _DURATION_PART.finditer(text):

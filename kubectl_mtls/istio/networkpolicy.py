@@ -152,7 +152,7 @@ def port_matches(entry: Any, port: int, protocol: str, destination: Endpoint) ->
     value = entry.get("port")
     if value is None:
         return True
-    if isinstance(value, str) and not value.isdigit():
+    if isinstance(value, str) and not (value.isascii() and value.isdigit()):
         named = (destination.container_ports or {}).get(value)
         return named == port
     try:

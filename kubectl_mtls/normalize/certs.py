@@ -252,7 +252,6 @@ def describe(cert: x509.Certificate, trust_domain: str | None = None) -> ParsedC
 def _info(cert: x509.Certificate, digest: bytes | None = None) -> dict[str, Any]:
     """`digest`: the certificate's SHA-256, when the caller has it already."""
     from cryptography import x509
-    from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
     uris: list[str] = []
     dns: list[str] = []
@@ -274,13 +273,6 @@ def _info(cert: x509.Certificate, digest: bytes | None = None) -> dict[str, Any]
                     dns.append(str(name.value))
         elif isinstance(value, x509.BasicConstraints) and is_ca is None:
             is_ca = bool(value.ca)
-    key = cert.public_key()
-    if isinstance(key, rsa.RSAPublicKey):
-        key_desc = f"RSA {key.key_size}"
-    elif isinstance(key, ec.EllipticCurvePublicKey):
-        key_desc = f"EC {key.curve.name}"
-    else:
-        key_desc = type(key).__name__.removeprefix("_")
     info: dict[str, Any] = {
         "subject": cert.subject.rfc4514_string(),
         "issuer": cert.issuer.rfc4514_string(),
@@ -291,10 +283,28 @@ def _info(cert: x509.Certificate, digest: bytes | None = None) -> dict[str, Any]
         "fingerprint_sha256": fingerprint(cert) if digest is None else digest.hex(":").upper(),
         "is_ca": bool(is_ca),
         "self_signed": cert.subject == cert.issuer,
-        "key": key_desc,
+        "key": _key_text(cert),
         "chain_verified": None,
     }
     return info
+
+
+def _key_text(cert: x509.Certificate) -> str:
+    """`RSA 2048`, `EC secp256r1`, ...; a key cryptography cannot load (a point off its curve, an
+    algorithm it does not implement) is named so, not fatal: the certificate is still listed and
+    compared, and it never verifies."""
+    from cryptography.exceptions import UnsupportedAlgorithm
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+    try:
+        key = cert.public_key()
+    except (ValueError, UnsupportedAlgorithm) as exc:
+        return f"unreadable ({exc})"
+    if isinstance(key, rsa.RSAPublicKey):
+        return f"RSA {key.key_size}"
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        return f"EC {key.curve.name}"
+    return type(key).__name__.removeprefix("_")
 
 
 def serial_text(serial: int) -> str:

@@ -23,7 +23,8 @@ def parse_name(name: str) -> tuple[str, int | None, str, str] | None:
     parts = name.split("|")
     if len(parts) != 4 or parts[0] not in ("outbound", "inbound", "inbound-vip", "outbound-vip"):
         return None
-    port = int(parts[1]) if parts[1].isdigit() else None
+    # isdigit() alone also takes digits int() refuses (superscripts): only ASCII ones make a port
+    port = int(parts[1]) if parts[1].isascii() and parts[1].isdigit() else None
     return parts[0], port, parts[2], parts[3]
 
 

@@ -15,7 +15,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-__all__ = ["odd_certificate"]
+__all__ = ["odd_certificate", "spki"]
 
 
 def _length(n: int) -> bytes:
@@ -66,14 +66,35 @@ def _integer(value: int) -> bytes:
     return _tlv(0x02, value.to_bytes(size, "big", signed=True))
 
 
+def spki(algorithm_oid: str, key_bits: bytes, parameters_oid: str | None = None) -> bytes:
+    """DER of a SubjectPublicKeyInfo: any algorithm (even one nobody implements) and any key bytes
+    (an EC point off its curve)."""
+
+    def oid(dotted: str) -> bytes:
+        first, second, *rest = (int(part) for part in dotted.split("."))
+        body = bytearray([40 * first + second])
+        for arc in rest:
+            chunk = [arc & 0x7F]
+            while arc > 0x7F:
+                arc >>= 7
+                chunk.append(0x80 | (arc & 0x7F))
+            body.extend(reversed(chunk))
+        return _tlv(0x06, bytes(body))
+
+    algorithm = oid(algorithm_oid) + (oid(parameters_oid) if parameters_oid else b"")
+    return _tlv(0x30, _tlv(0x30, algorithm) + _tlv(0x03, b"\x00" + key_bits))
+
+
 def odd_certificate(
     serial: int = 1,
     not_before: _dt.datetime | None = None,
     not_after: _dt.datetime | None = None,
     common_name: str = "odd",
+    public_key_info: bytes | None = None,
 ) -> tuple[bytes, bytes]:
     """(certificate PEM, PKCS#8 key PEM) of a self-signed CA certificate with the given odd fields.
-    Dates may be anything from year 1 to 9999; the serial may be negative or zero."""
+    Dates may be anything from year 1 to 9999; the serial may be negative or zero; `public_key_info`
+    (DER of a SubjectPublicKeyInfo, see `spki`) replaces the certificate's key, which still signs it."""
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, common_name)])
     base = (
@@ -95,6 +116,8 @@ def odd_certificate(
     start = not_before or _dt.datetime(2020, 1, 1, tzinfo=_dt.UTC)
     end = not_after or _dt.datetime(2040, 1, 1, tzinfo=_dt.UTC)
     fields[4] = _tlv(0x30, _time(start) + _time(end))
+    if public_key_info is not None:
+        fields[6] = public_key_info
     new_tbs = _tlv(0x30, b"".join(fields))
     signature = key.sign(new_tbs, ec.ECDSA(hashes.SHA256()))
     der = _tlv(0x30, new_tbs + signature_algorithm + _tlv(0x03, b"\x00" + signature))
