@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.oddcerts import odd_certificate
+from harness.oddcerts import odd_certificate, spki
 
 UTC = _dt.UTC
 
@@ -50,6 +50,7 @@ ODD_VALUES: list[Any] = [
     {"x": None},
     [[[]]],
     "\ud800",  # a lone surrogate: orjson refuses to encode it, json writes it escaped
+    "\u00b2",  # a superscript two: str.isdigit() says yes, int() refuses it
 ]
 
 
@@ -200,7 +201,7 @@ class Mutator:
         if not targets:
             return "odd certificate skipped"
         path, doc, where = self.random.choice(targets)
-        choice = self.random.choice(("year1", "year9999", "negative", "zero", "inverted"))
+        choice = self.random.choice(("year1", "year9999", "negative", "zero", "inverted", "off-curve", "gost"))
         kwargs: dict[str, Any] = {
             "year1": {"not_before": _dt.datetime(1, 1, 1, tzinfo=UTC)},
             "year9999": {"not_after": _dt.datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC)},
@@ -210,6 +211,9 @@ class Mutator:
                 "not_before": _dt.datetime(2040, 1, 1, tzinfo=UTC),
                 "not_after": _dt.datetime(1949, 1, 1, tzinfo=UTC),
             },
+            # public keys cryptography cannot load: an EC point off P-256, an algorithm it lacks (GOST)
+            "off-curve": {"public_key_info": spki("1.2.840.10045.2.1", b"\x04" + b"\x01" * 64, "1.2.840.10045.3.1.7")},
+            "gost": {"public_key_info": spki("1.2.643.7.1.1.1.1", b"\x04\x40" + b"\x02" * 64)},
         }[choice]
         pem, _key = odd_certificate(**kwargs)
         old = base64.b64decode(_get(doc, where))
@@ -462,9 +466,7 @@ def worker() -> None:
                 else:
                     os.environ[key] = value
         channel.write(
-            json.dumps(
-                {"code": code, "stdout": out.getvalue(), "stderr": err.getvalue(), "outside": state["outside"]}
-            )
+            json.dumps({"code": code, "stdout": out.getvalue(), "stderr": err.getvalue(), "outside": state["outside"]})
             + "\n"
         )
         channel.flush()
