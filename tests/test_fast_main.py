@@ -6,7 +6,8 @@
   keys in every encoding it knows and on text that only looks like one;
 * `istio.destinationrule._Pool.best_host` and `Index.namespaces_of_note`: the wildcard lengths a pool
   holds against a try of every suffix of the name;
-* `normalize.proxystatus._from_table`: the header read once against the per-row reading before it;
+* `normalize.proxystatus._from_table`: the header read once against the per-row reading before it,
+  and `ProxySync.state` as max() picked it;
 * `istio.peerauthn.Index.effective`: answers kept per set of matching policies against a scan;
 * `checks.traffic.ports_in_mode`: the Service port modes worked out once against a scan;
 * `commands.check`: the cyclic collector, paused for a scan, is given back as it was found.
@@ -423,3 +424,14 @@ def test_ports_in_mode_from_the_shared_table_equal_a_scan(tmp_path: Path, seed: 
             stranger = _copy(svc)  # not one of the listed Services: worked out for itself
             stranger["spec"]["ports"] = [{"port": 443, "targetPort": 8080}]
             assert ports_in_mode(ctx, stranger, mode) == scan(stranger, mode)
+
+
+def test_worst_state_as_max_picked_it() -> None:
+    import itertools
+
+    words = ["SYNCED", "NOT SENT", "STALE", "ERROR", "IGNORED", "odd"]
+    for size in range(4):
+        for states in itertools.product(words, repeat=size):
+            sync = proxystatus.ProxySync("p", "ns", None, None, types={f"T{i}DS": s for i, s in enumerate(states)})
+            ranked = [s for s in sync.types.values() if s in proxystatus._RANK]
+            assert sync.state == (max(ranked, key=lambda s: proxystatus._RANK[s]) if ranked else "UNKNOWN")

@@ -94,10 +94,11 @@ class ProxySync:
     @property
     def state(self) -> str:
         """Worst per-type state: ERROR > STALE > NOT SENT > SYNCED; UNKNOWN when there is none."""
-        ranked = [s for s in self.types.values() if s in _RANK]
-        if not ranked:
-            return "UNKNOWN"
-        return max(ranked, key=lambda s: _RANK[s])
+        worst, rank = "UNKNOWN", -1
+        for state in self.types.values():  # the first of the worst, as max() would pick it
+            if _RANK.get(state, -1) > rank:
+                worst, rank = state, _RANK[state]
+        return worst
 
 
 def parse(text: str) -> dict[tuple[str, str], ProxySync]:
