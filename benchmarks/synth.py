@@ -33,7 +33,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
 from harness.pki import Issued, make_root, make_workload  # noqa: E402
-from harness.scenarios import pod_object, proxy_status_table  # noqa: E402
+from harness.scenarios import _pa, pod_object, proxy_status_table  # noqa: E402
 
 from kubectl_mtls.sources.kinds import KINDS  # noqa: E402
 
@@ -157,10 +157,10 @@ class Mesh:
 
     def _peer_authentications(self) -> list[dict[str, Any]]:
         rng = self.rng
-        out = [self._pa(ROOT_NS, "default", "STRICT", None, TIMES[0])]
+        out = [_pa(ROOT_NS, "default", "STRICT", TIMES[0])]
         for ns in self.namespaces:
             if rng.random() < 0.2:
-                out.append(self._pa(ns, "default", rng.choice(["PERMISSIVE", "STRICT"]), None, rng.choice(TIMES)))
+                out.append(_pa(ns, "default", rng.choice(["PERMISSIVE", "STRICT"]), rng.choice(TIMES)))
         # About two workload policies per workload. With more policies than workloads (issue 10's
         # 10,000 policies for 4 pods) the rest are for workloads elsewhere that have no pod here.
         targets = list(self.apps)
@@ -178,24 +178,8 @@ class Mesh:
                 match = {"app": app}
             ports = {8080: "PERMISSIVE"} if rng.random() < 0.1 else None
             mode = rng.choice(["STRICT", "STRICT", "PERMISSIVE", "UNSET"])
-            out.append(self._pa(ns, f"{app}-{i}", mode, match, rng.choice(TIMES), ports))
+            out.append(_pa(ns, f"{app}-{i}", mode, rng.choice(TIMES), match, ports))
         return out
-
-    @staticmethod
-    def _pa(
-        ns: str, name: str, mode: str, match: dict[str, str] | None, created: str, ports: dict[int, str] | None = None
-    ) -> dict[str, Any]:
-        spec: dict[str, Any] = {"mtls": {"mode": mode}}
-        if match is not None:
-            spec["selector"] = {"matchLabels": match}
-        if ports:
-            spec["portLevelMtls"] = {str(p): {"mode": m} for p, m in ports.items()}
-        return {
-            "apiVersion": "security.istio.io/v1",
-            "kind": "PeerAuthentication",
-            "metadata": _meta(ns, name, created),
-            "spec": spec,
-        }
 
     def _destination_rules(self) -> list[dict[str, Any]]:
         rng = self.rng

@@ -49,6 +49,14 @@ def run_cli(
     )
 
 
+@pytest.fixture()
+def snap(tmp_path: Path) -> Path:
+    """A writable copy of the bundled example snapshot, for tests that damage it."""
+    target = tmp_path / "snap"
+    shutil.copytree(REPO / "examples" / "rotation", target)
+    return target
+
+
 def openssl() -> str:
     found = shutil.which("openssl")
     if not found:

@@ -9,7 +9,6 @@ import ctypes
 import datetime as dt
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -18,18 +17,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import REPO, assert_one_line_error, run_cli
+from conftest import assert_one_line_error, run_cli
 from harness.oddcerts import odd_certificate
 
 FRONTEND, ORDERS, PAYMENTS = "frontend-6c9f7d8b4-k2x7p", "orders-7f5b9c6d8-wq4zn", "payments-5d8c7b9f6-h3m9t"
 UTC = dt.UTC
-
-
-@pytest.fixture()
-def snap(tmp_path: Path) -> Path:
-    target = tmp_path / "snap"
-    shutil.copytree(REPO / "examples" / "rotation", target)
-    return target
 
 
 def _edit_items(snap: Path, plural: str, edit) -> None:  # type: ignore[no-untyped-def]

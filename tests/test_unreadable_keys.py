@@ -6,11 +6,10 @@ from __future__ import annotations
 
 import base64
 import json
-import shutil
 from pathlib import Path
 
 import pytest
-from conftest import REPO, run_cli
+from conftest import run_cli
 from harness.oddcerts import odd_certificate, spki
 
 FRONTEND, ORDERS = "frontend-6c9f7d8b4-k2x7p", "orders-7f5b9c6d8-wq4zn"
@@ -19,13 +18,6 @@ KEYS = {
     "off-curve": spki(EC_PUBLIC_KEY, b"\x04" + b"\x01" * 64, P256),
     "unknown-algorithm": spki(GOST_2012_256, b"\x04\x40" + b"\x02" * 64),
 }
-
-
-@pytest.fixture()
-def snap(tmp_path: Path) -> Path:
-    target = tmp_path / "snap"
-    shutil.copytree(REPO / "examples" / "rotation", target)
-    return target
 
 
 def _secrets(snap: Path, pod: str, edit) -> None:  # type: ignore[no-untyped-def]
